@@ -1,0 +1,104 @@
+//! `POST /push`: the v1 endpoint alerting pipelines already call, with the old server's
+//! exact statuses and bodies.
+
+use std::time::Instant;
+
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CONTENT_LENGTH};
+use hyper::{Method, Request, Response, StatusCode};
+use subtle::ConstantTimeEq;
+
+use super::response::{empty, text, Body};
+use crate::gateway::Shared;
+use crate::metrics::PushResult;
+use crate::protocol::push::PushRequest;
+use crate::shard::PushRefused;
+use crate::ws::frame;
+
+/// The body of every 400, byte for byte.
+pub const ILLEGAL: &str = "request data illegal";
+
+/// Handles one push request.
+pub async fn handle(request: Request<Incoming>, shared: &Shared) -> Response<Body> {
+    let started = Instant::now();
+    let (response, result) = respond(request, shared).await;
+    shared.metrics.push(result);
+    shared.metrics.push_duration.record(started.elapsed());
+    response
+}
+
+async fn respond(request: Request<Incoming>, shared: &Shared) -> (Response<Body>, PushResult) {
+    if request.method() != Method::POST {
+        return (empty(StatusCode::METHOD_NOT_ALLOWED), PushResult::MethodNotAllowed);
+    }
+    if !authorized(&request, &shared.push_keys) {
+        return (empty(StatusCode::UNAUTHORIZED), PushResult::Unauthorized);
+    }
+    let limit = shared.config.max_push_body;
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return too_large();
+    }
+    let body = match Limited::new(request.into_body(), limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => return too_large(),
+        Err(_) => return (text(StatusCode::BAD_REQUEST, ILLEGAL), PushResult::BadRequest),
+    };
+    let Ok(push) = PushRequest::parse(&body) else {
+        return (text(StatusCode::BAD_REQUEST, ILLEGAL), PushResult::BadRequest);
+    };
+    let frame = frame::text(&push.message);
+    let accepted_at = Instant::now();
+    match shared
+        .router
+        .push(push.user_id, push.event, frame, accepted_at)
+        .await
+    {
+        Ok(sent) => {
+            shared.metrics.deliveries.increment(sent as u64);
+            (
+                text(StatusCode::OK, format!("message sent to {sent} clients")),
+                PushResult::Ok,
+            )
+        }
+        Err(refused @ PushRefused::Overloaded) | Err(refused @ PushRefused::ShuttingDown) => {
+            tracing::debug!(%refused, "push refused");
+            let mut response = text(StatusCode::SERVICE_UNAVAILABLE, refused.to_string());
+            response
+                .headers_mut()
+                .insert(hyper::header::RETRY_AFTER, hyper::header::HeaderValue::from_static("1"));
+            (response, PushResult::Overloaded)
+        }
+    }
+}
+
+fn too_large() -> (Response<Body>, PushResult) {
+    (
+        text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+        PushResult::TooLarge,
+    )
+}
+
+/// With no keys configured every push is authorised (the old server's default); otherwise
+/// `Authorization: Bearer <key>` must match one key, compared in constant time.
+fn authorized(request: &Request<Incoming>, keys: &[Vec<u8>]) -> bool {
+    if keys.is_empty() {
+        return true;
+    }
+    let Some(presented) = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+    else {
+        return false;
+    };
+    // Check every key so that timing does not tell which one matched.
+    keys.iter().fold(false, |found, key| {
+        found | bool::from(key.as_slice().ct_eq(presented))
+    })
+}

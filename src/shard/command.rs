@@ -1,0 +1,38 @@
+//! What the HTTP and WebSocket tasks ask of a shard.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::conn::outbox::Outbox;
+
+/// A connection as a shard sees it: an id and the queue its frames go to.
+#[derive(Debug, Clone)]
+pub struct ConnHandle {
+    pub id: u64,
+    pub outbox: Arc<Outbox>,
+}
+
+/// A message to the shard that owns `user`.
+#[derive(Debug)]
+pub enum Command {
+    /// Bind a connection to (user, event).
+    Register {
+        user: Arc<str>,
+        event: Box<str>,
+        conn: ConnHandle,
+    },
+    /// Remove every binding of a connection (it closed).
+    Unregister { user: Arc<str>, conn_id: u64 },
+    /// Queue `frame` to every connection of `user` registered for `event`; reply with how
+    /// many it was queued to.
+    Push {
+        user: String,
+        event: String,
+        frame: Bytes,
+        accepted_at: Instant,
+        reply: oneshot::Sender<usize>,
+    },
+}

@@ -1,0 +1,96 @@
+//! Routes a userID to the shard that owns it and holds the shards' senders.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use super::command::{Command, ConnHandle};
+
+/// Why a push was not handed to its shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PushRefused {
+    /// The shard's channel is full: answer 503 rather than buffer without bound.
+    #[error("shard overloaded")]
+    Overloaded,
+    /// The shard has stopped (shutdown).
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+/// The senders of every shard and the hash that picks one.
+#[derive(Clone)]
+pub struct Router {
+    shards: Arc<[mpsc::Sender<Command>]>,
+    hasher: ahash::RandomState,
+}
+
+impl Router {
+    pub fn new(shards: Vec<mpsc::Sender<Command>>) -> Self {
+        assert!(!shards.is_empty(), "at least one shard");
+        Self {
+            shards: shards.into(),
+            // Fixed seeds: a user maps to the same shard in every run, which keeps benches
+            // and logs comparable. The map inside each shard keeps a random seed.
+            hasher: ahash::RandomState::with_seeds(
+                0x243F_6A88_85A3_08D3,
+                0x1319_8A2E_0370_7344,
+                0xA409_3822_299F_31D0,
+                0x082E_FA98_EC4E_6C89,
+            ),
+        }
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The shard that owns `user`.
+    pub fn shard_of(&self, user: &str) -> usize {
+        (self.hasher.hash_one(user) % self.shards.len() as u64) as usize
+    }
+
+    /// Binds a connection; waits for room in the shard's channel (registration is never
+    /// dropped, it only slows down).
+    pub async fn register(&self, user: Arc<str>, event: Box<str>, conn: ConnHandle) {
+        let shard = self.shard_of(&user);
+        let _ = self.shards[shard]
+            .send(Command::Register { user, event, conn })
+            .await;
+    }
+
+    /// Unbinds a connection; waits for room, because a lost unregister would leak a binding.
+    pub async fn unregister(&self, user: Arc<str>, conn_id: u64) {
+        let shard = self.shard_of(&user);
+        let _ = self.shards[shard]
+            .send(Command::Unregister { user, conn_id })
+            .await;
+    }
+
+    /// Hands a push to its shard without waiting for room; resolves to the number of
+    /// connections the frame was queued to.
+    pub async fn push(
+        &self,
+        user: String,
+        event: String,
+        frame: Bytes,
+        accepted_at: Instant,
+    ) -> Result<usize, PushRefused> {
+        let shard = self.shard_of(&user);
+        let (reply, answer) = oneshot::channel();
+        self.shards[shard]
+            .try_send(Command::Push {
+                user,
+                event,
+                frame,
+                accepted_at,
+                reply,
+            })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => PushRefused::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => PushRefused::ShuttingDown,
+            })?;
+        answer.await.map_err(|_| PushRefused::ShuttingDown)
+    }
+}

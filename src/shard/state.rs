@@ -1,0 +1,205 @@
+//! One shard's part of the userID → connections map, and the rules applied to it.
+//!
+//! Synchronous and lock-free by construction: only the shard's task touches it. A push
+//! clones the already-encoded frame handle into each matching connection's queue; a
+//! connection whose queue is full is closed as a slow consumer and unbound on the spot, and
+//! the push carries on for everyone else.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ahash::AHashMap;
+use bytes::Bytes;
+
+use super::command::{Command, ConnHandle};
+use crate::conn::outbox::QueueError;
+use crate::metrics::{DropReason, Metrics};
+use crate::ws::close::CloseCode;
+use crate::ws::frame;
+
+#[derive(Debug)]
+struct Binding {
+    event: Box<str>,
+    conn: ConnHandle,
+}
+
+/// The map a shard owns.
+pub struct ShardState {
+    users: AHashMap<Arc<str>, Vec<Binding>>,
+    /// Distinct connections with at least one binding.
+    connections: usize,
+    metrics: Arc<Metrics>,
+    slow_close_frame: Bytes,
+}
+
+impl ShardState {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            users: AHashMap::new(),
+            connections: 0,
+            metrics,
+            slow_close_frame: frame::close(CloseCode::SLOW_CONSUMER.0, "slow consumer"),
+        }
+    }
+
+    /// Users with at least one bound connection.
+    pub fn users(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Connections with at least one binding.
+    pub fn connections(&self) -> usize {
+        self.connections
+    }
+
+    /// Applies one command.
+    pub fn apply(&mut self, command: Command) {
+        match command {
+            Command::Register { user, event, conn } => self.register(user, event, conn),
+            Command::Unregister { user, conn_id } => self.unregister(&user, conn_id),
+            Command::Push {
+                user,
+                event,
+                frame,
+                accepted_at,
+                reply,
+            } => {
+                let sent = self.push(&user, &event, &frame, accepted_at);
+                // The pusher may have gone (request cancelled): the frames are queued anyway.
+                let _ = reply.send(sent);
+            }
+        }
+    }
+
+    /// Binds `conn` to (user, event); binding the same pair twice is a no-op.
+    pub fn register(&mut self, user: Arc<str>, event: Box<str>, conn: ConnHandle) {
+        let bindings = self.users.entry(user).or_default();
+        if bindings
+            .iter()
+            .any(|b| b.conn.id == conn.id && b.event == event)
+        {
+            return;
+        }
+        if !bindings.iter().any(|b| b.conn.id == conn.id) {
+            self.connections += 1;
+        }
+        bindings.push(Binding { event, conn });
+    }
+
+    /// Removes every binding of a connection.
+    pub fn unregister(&mut self, user: &str, conn_id: u64) {
+        let Some(bindings) = self.users.get_mut(user) else {
+            return;
+        };
+        let before = bindings.len();
+        bindings.retain(|b| b.conn.id != conn_id);
+        if bindings.len() != before {
+            self.connections -= 1;
+        }
+        if bindings.is_empty() {
+            self.users.remove(user);
+        }
+    }
+
+    /// Queues `frame` to every connection of `user` registered for `event`.
+    pub fn push(&mut self, user: &str, event: &str, frame: &Bytes, accepted_at: Instant) -> usize {
+        let Some(bindings) = self.users.get_mut(user) else {
+            return 0;
+        };
+        let mut sent = 0;
+        let mut dead: Vec<u64> = Vec::new();
+        for binding in bindings.iter().filter(|b| &*b.event == event) {
+            match binding.conn.outbox.push(frame.clone(), Some(accepted_at)) {
+                Ok(()) => sent += 1,
+                Err(QueueError::Full) => {
+                    if binding.conn.outbox.close_slow(self.slow_close_frame.clone()) {
+                        tracing::warn!(conn = binding.conn.id, "closing slow consumer");
+                    }
+                    self.metrics.dropped(DropReason::SlowConsumer);
+                    dead.push(binding.conn.id);
+                }
+                Err(QueueError::Closed) => {
+                    self.metrics.dropped(DropReason::Closed);
+                    dead.push(binding.conn.id);
+                }
+            }
+        }
+        if !dead.is_empty() {
+            for conn_id in dead {
+                self.unregister(user, conn_id);
+            }
+        }
+        sent
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::outbox::{Outbox, QueueLimits};
+
+    fn conn(id: u64, max_frames: usize) -> ConnHandle {
+        ConnHandle {
+            id,
+            outbox: Arc::new(Outbox::new(QueueLimits {
+                max_frames,
+                max_bytes: 1 << 20,
+            })),
+        }
+    }
+
+    fn state() -> ShardState {
+        ShardState::new(Arc::new(Metrics::new(1)))
+    }
+
+    #[test]
+    fn push_reaches_only_matching_events() {
+        let mut s = state();
+        let (a, b, c) = (conn(1, 8), conn(2, 8), conn(3, 8));
+        s.register("u".into(), "alarm".into(), a.clone());
+        s.register("u".into(), "alarm".into(), b.clone());
+        s.register("u".into(), "other".into(), c.clone());
+        let frame = frame::text("m");
+        assert_eq!(s.push("u", "alarm", &frame, Instant::now()), 2);
+        assert_eq!((a.outbox.len(), b.outbox.len(), c.outbox.len()), (1, 1, 0));
+        assert_eq!(s.push("nobody", "alarm", &frame, Instant::now()), 0);
+        assert_eq!((s.users(), s.connections()), (1, 3));
+    }
+
+    #[test]
+    fn same_pair_twice_is_one_binding_and_two_events_count_one_connection() {
+        let mut s = state();
+        let a = conn(1, 8);
+        s.register("u".into(), "e".into(), a.clone());
+        s.register("u".into(), "e".into(), a.clone());
+        s.register("u".into(), "f".into(), a.clone());
+        assert_eq!(s.connections(), 1);
+        assert_eq!(s.push("u", "e", &frame::text("m"), Instant::now()), 1);
+        s.unregister("u", 1);
+        assert_eq!((s.users(), s.connections()), (0, 0));
+    }
+
+    #[test]
+    fn slow_consumer_is_closed_and_unbound_while_others_receive() {
+        let mut s = state();
+        let (slow, fine) = (conn(1, 1), conn(2, 8));
+        s.register("u".into(), "e".into(), slow.clone());
+        s.register("u".into(), "e".into(), fine.clone());
+        let frame = frame::text("m");
+        assert_eq!(s.push("u", "e", &frame, Instant::now()), 2);
+        assert_eq!(s.push("u", "e", &frame, Instant::now()), 1);
+        assert!(slow.outbox.is_closing());
+        assert_eq!(s.connections(), 1);
+        assert_eq!(fine.outbox.len(), 2);
+    }
+
+    #[test]
+    fn closed_connections_are_unbound_lazily() {
+        let mut s = state();
+        let a = conn(1, 8);
+        s.register("u".into(), "e".into(), a.clone());
+        a.outbox.mark_closed();
+        assert_eq!(s.push("u", "e", &frame::text("m"), Instant::now()), 0);
+        assert_eq!(s.users(), 0);
+    }
+}

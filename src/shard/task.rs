@@ -1,0 +1,42 @@
+//! Runs a [`ShardState`] on its own tokio task, fed by a bounded channel.
+//!
+//! Shard tasks were measured against shard threads fed by crossbeam-channel on the fan-out
+//! bench (docs/ARCHITECTURE.md): the task wins here because the pushing HTTP task and the
+//! shard live on the same runtime, so handing over a command is a wake-up inside tokio rather
+//! than a futex wake of a parked OS thread, and on two cores extra threads only compete.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::command::Command;
+use super::state::ShardState;
+use crate::metrics::{Metrics, ShardGauges};
+
+/// Commands taken from the channel per wake-up.
+const BATCH: usize = 64;
+
+/// Spawns shard `index`; it runs until every sender is dropped.
+pub fn spawn(
+    index: usize,
+    capacity: usize,
+    metrics: Arc<Metrics>,
+) -> (mpsc::Sender<Command>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(capacity);
+    let gauges = metrics.shard(index);
+    let state = ShardState::new(metrics);
+    let task = tokio::spawn(run(state, rx, gauges));
+    (tx, task)
+}
+
+async fn run(mut state: ShardState, mut rx: mpsc::Receiver<Command>, gauges: ShardGauges) {
+    let mut commands = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut commands, BATCH).await > 0 {
+        gauges.queue_depth.set(rx.len() as f64);
+        for command in commands.drain(..) {
+            state.apply(command);
+        }
+        gauges.users.set(state.users() as f64);
+        gauges.connections.set(state.connections() as f64);
+    }
+}
