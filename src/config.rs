@@ -61,7 +61,12 @@ pub struct Config {
 
     /// Push keys, comma-separated: when set, pushes need `Authorization: Bearer <key>` and
     /// get 401 otherwise. Empty: pushes are not authorised (the old server's default).
-    #[arg(long, env = "PUSHGATE_PUSH_KEYS", value_delimiter = ',', hide_env_values = true)]
+    #[arg(
+        long,
+        env = "PUSHGATE_PUSH_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub push_keys: Vec<String>,
 
     /// Seconds allowed to read a request's headers before the connection is closed.
@@ -177,7 +182,10 @@ mod tests {
         config.validate().unwrap();
         assert!(config.listen.ip().is_loopback());
         assert_eq!(config.listen.port(), 8080);
-        assert_eq!((config.ws_path.as_str(), config.push_path.as_str()), ("/ws", "/push"));
+        assert_eq!(
+            (config.ws_path.as_str(), config.push_path.as_str()),
+            ("/ws", "/push")
+        );
     }
 
     #[test]
@@ -185,7 +193,10 @@ mod tests {
         let parse = |args: &[&str]| {
             Config::try_parse_from(std::iter::once("pushgate").chain(args.iter().copied()))
         };
-        assert_eq!(parse(&["--shards", "0"]).unwrap().validate(), Err(ConfigError::NoShards));
+        assert_eq!(
+            parse(&["--shards", "0"]).unwrap().validate(),
+            Err(ConfigError::NoShards)
+        );
         assert!(matches!(
             parse(&["--ws-path", "ws"]).unwrap().validate(),
             Err(ConfigError::BadPath { .. })

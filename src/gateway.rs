@@ -111,7 +111,10 @@ pub async fn run_with_auth(
     let _ = shutdown_tx.send(true);
     drop(ctx);
     let deadline = shared.config.shutdown_timeout();
-    if tokio::time::timeout(deadline, alive_rx.recv()).await.is_err() {
+    if tokio::time::timeout(deadline, alive_rx.recv())
+        .await
+        .is_err()
+    {
         tracing::warn!(?deadline, "connections still open at the shutdown deadline");
     }
     upkeep.abort();

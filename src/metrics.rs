@@ -14,8 +14,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Fan-out latency buckets: 50 µs to 5 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-    0.5, 1.0, 2.5, 5.0,
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0,
 ];
 
 pub mod names {
@@ -213,20 +213,64 @@ impl Metrics {
             (name, unit, SharedString::const_str(help))
         };
         for (name, unit, help) in [
-            describe(names::CONNECTIONS, None, "Open WebSocket connections, bound or not."),
-            describe(names::SHARD_CONNECTIONS, None, "Connections bound to a user, per shard."),
-            describe(names::SHARD_USERS, None, "Users with at least one bound connection, per shard."),
-            describe(names::SHARD_QUEUE_DEPTH, None, "Commands waiting in a shard's channel."),
+            describe(
+                names::CONNECTIONS,
+                None,
+                "Open WebSocket connections, bound or not.",
+            ),
+            describe(
+                names::SHARD_CONNECTIONS,
+                None,
+                "Connections bound to a user, per shard.",
+            ),
+            describe(
+                names::SHARD_USERS,
+                None,
+                "Users with at least one bound connection, per shard.",
+            ),
+            describe(
+                names::SHARD_QUEUE_DEPTH,
+                None,
+                "Commands waiting in a shard's channel.",
+            ),
             describe(names::REGISTRATIONS, None, "Register frames by result."),
             describe(names::PUSHES, None, "Push requests by result."),
-            describe(names::DELIVERIES, None, "Frames queued to connections by pushes (the N of replies)."),
-            describe(names::FRAMES_WRITTEN, None, "Pushed frames handed to a socket."),
-            describe(names::SOCKET_WRITES, None, "Vectored socket writes (each carries one or more frames)."),
-            describe(names::OUTBOUND_BYTES, Some(Unit::Bytes), "Bytes written to WebSocket connections."),
+            describe(
+                names::DELIVERIES,
+                None,
+                "Frames queued to connections by pushes (the N of replies).",
+            ),
+            describe(
+                names::FRAMES_WRITTEN,
+                None,
+                "Pushed frames handed to a socket.",
+            ),
+            describe(
+                names::SOCKET_WRITES,
+                None,
+                "Vectored socket writes (each carries one or more frames).",
+            ),
+            describe(
+                names::OUTBOUND_BYTES,
+                Some(Unit::Bytes),
+                "Bytes written to WebSocket connections.",
+            ),
             describe(names::CLOSES, None, "Connections ended, by reason."),
-            describe(names::FRAMES_DROPPED, None, "Frames not queued to a matching connection, by reason."),
-            describe(names::FANOUT_LATENCY, Some(Unit::Seconds), "From push accepted to frame written to the socket, per delivery."),
-            describe(names::PUSH_DURATION, Some(Unit::Seconds), "Push request handling time, body read to reply."),
+            describe(
+                names::FRAMES_DROPPED,
+                None,
+                "Frames not queued to a matching connection, by reason.",
+            ),
+            describe(
+                names::FANOUT_LATENCY,
+                Some(Unit::Seconds),
+                "From push accepted to frame written to the socket, per delivery.",
+            ),
+            describe(
+                names::PUSH_DURATION,
+                Some(Unit::Seconds),
+                "Push request handling time, body read to reply.",
+            ),
         ] {
             match name {
                 n if n.ends_with("_total") => recorder.describe_counter(n.into(), unit, help),
@@ -260,12 +304,16 @@ impl Metrics {
             .map(|shard| {
                 let labels = || vec![Label::new("shard", shard.to_string())];
                 ShardGauges {
-                    connections: recorder
-                        .register_gauge(&Key::from_parts(names::SHARD_CONNECTIONS, labels()), &METADATA),
+                    connections: recorder.register_gauge(
+                        &Key::from_parts(names::SHARD_CONNECTIONS, labels()),
+                        &METADATA,
+                    ),
                     users: recorder
                         .register_gauge(&Key::from_parts(names::SHARD_USERS, labels()), &METADATA),
-                    queue_depth: recorder
-                        .register_gauge(&Key::from_parts(names::SHARD_QUEUE_DEPTH, labels()), &METADATA),
+                    queue_depth: recorder.register_gauge(
+                        &Key::from_parts(names::SHARD_QUEUE_DEPTH, labels()),
+                        &METADATA,
+                    ),
                 }
             })
             .collect();

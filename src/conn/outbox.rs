@@ -231,17 +231,29 @@ mod tests {
         outbox.push(Bytes::from_static(b"a"), None).unwrap();
         outbox.push(Bytes::from_static(b"b"), None).unwrap();
         assert!(outbox.close(Bytes::from_static(b"close")));
-        assert_eq!(outbox.push(Bytes::from_static(b"c"), None), Err(QueueError::Closed));
+        assert_eq!(
+            outbox.push(Bytes::from_static(b"c"), None),
+            Err(QueueError::Closed)
+        );
         let mut batch = Vec::new();
-        assert!(matches!(outbox.next_step(&mut batch).await, WriterStep::Frames));
+        assert!(matches!(
+            outbox.next_step(&mut batch).await,
+            WriterStep::Frames
+        ));
         let frames: Vec<_> = batch.iter().map(|q| q.frame.clone()).collect();
-        assert_eq!(frames, vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
+        assert_eq!(
+            frames,
+            vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]
+        );
         batch.clear();
         match outbox.next_step(&mut batch).await {
             WriterStep::Close(frame) => assert_eq!(frame, Bytes::from_static(b"close")),
             other => panic!("expected close, got {other:?}"),
         }
-        assert!(matches!(outbox.next_step(&mut batch).await, WriterStep::Stop));
+        assert!(matches!(
+            outbox.next_step(&mut batch).await,
+            WriterStep::Stop
+        ));
     }
 
     #[test]
@@ -249,10 +261,16 @@ mod tests {
         let outbox = Outbox::new(limits(2, 1024));
         outbox.push(Bytes::from_static(b"a"), None).unwrap();
         outbox.push(Bytes::from_static(b"b"), None).unwrap();
-        assert_eq!(outbox.push(Bytes::from_static(b"c"), None), Err(QueueError::Full));
+        assert_eq!(
+            outbox.push(Bytes::from_static(b"c"), None),
+            Err(QueueError::Full)
+        );
         let outbox = Outbox::new(limits(100, 4));
         outbox.push(Bytes::from_static(b"abc"), None).unwrap();
-        assert_eq!(outbox.push(Bytes::from_static(b"de"), None), Err(QueueError::Full));
+        assert_eq!(
+            outbox.push(Bytes::from_static(b"de"), None),
+            Err(QueueError::Full)
+        );
         outbox.push(Bytes::from_static(b"d"), None).unwrap();
     }
 
@@ -265,7 +283,10 @@ mod tests {
         assert!(outbox.is_empty());
         outbox.aborted().await;
         let mut batch = Vec::new();
-        assert!(matches!(outbox.next_step(&mut batch).await, WriterStep::Close(_)));
+        assert!(matches!(
+            outbox.next_step(&mut batch).await,
+            WriterStep::Close(_)
+        ));
         assert!(batch.is_empty());
     }
 

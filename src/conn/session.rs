@@ -190,9 +190,10 @@ impl Session<'_> {
     }
 
     fn close_for_shutdown(&self) -> Ending {
-        self.conn
-            .outbox
-            .close(frame::close(CloseCode::GOING_AWAY.0, "server shutting down"));
+        self.conn.outbox.close(frame::close(
+            CloseCode::GOING_AWAY.0,
+            "server shutting down",
+        ));
         Ending::ServerClosed(CloseReason::Shutdown)
     }
 
@@ -204,10 +205,9 @@ impl Session<'_> {
             Message::Ping(payload) => {
                 let pong = frame::encode(OpCode::Pong, &payload);
                 if let Err(QueueError::Full) = self.conn.outbox.push(pong, None) {
-                    self.conn.outbox.close_slow(frame::close(
-                        CloseCode::SLOW_CONSUMER.0,
-                        "slow consumer",
-                    ));
+                    self.conn
+                        .outbox
+                        .close_slow(frame::close(CloseCode::SLOW_CONSUMER.0, "slow consumer"));
                     return Some(Ending::ServerClosed(CloseReason::SlowConsumer));
                 }
             }
@@ -231,7 +231,9 @@ impl Session<'_> {
         let metrics = &self.shared.metrics;
         let frame = match RegisterFrame::parse(text) {
             Ok(frame) => frame,
-            Err(RegisterError::Malformed) => return metrics.registration(RegisterResult::Malformed),
+            Err(RegisterError::Malformed) => {
+                return metrics.registration(RegisterResult::Malformed)
+            }
             Err(RegisterError::EmptyField) => {
                 return metrics.registration(RegisterResult::EmptyField)
             }
@@ -278,7 +280,10 @@ impl Session<'_> {
 
     async fn unbind(&mut self) {
         if let Some(bound) = self.bound.take() {
-            self.shared.router.unregister(bound.user, self.conn.id).await;
+            self.shared
+                .router
+                .unregister(bound.user, self.conn.id)
+                .await;
         }
     }
 }

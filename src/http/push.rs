@@ -30,7 +30,10 @@ pub async fn handle(request: Request<Incoming>, shared: &Shared) -> Response<Bod
 
 async fn respond(request: Request<Incoming>, shared: &Shared) -> (Response<Body>, PushResult) {
     if request.method() != Method::POST {
-        return (empty(StatusCode::METHOD_NOT_ALLOWED), PushResult::MethodNotAllowed);
+        return (
+            empty(StatusCode::METHOD_NOT_ALLOWED),
+            PushResult::MethodNotAllowed,
+        );
     }
     if !authorized(&request, &shared.push_keys) {
         return (empty(StatusCode::UNAUTHORIZED), PushResult::Unauthorized);
@@ -47,10 +50,18 @@ async fn respond(request: Request<Incoming>, shared: &Shared) -> (Response<Body>
     let body = match Limited::new(request.into_body(), limit).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => return too_large(),
-        Err(_) => return (text(StatusCode::BAD_REQUEST, ILLEGAL), PushResult::BadRequest),
+        Err(_) => {
+            return (
+                text(StatusCode::BAD_REQUEST, ILLEGAL),
+                PushResult::BadRequest,
+            )
+        }
     };
     let Ok(push) = PushRequest::parse(&body) else {
-        return (text(StatusCode::BAD_REQUEST, ILLEGAL), PushResult::BadRequest);
+        return (
+            text(StatusCode::BAD_REQUEST, ILLEGAL),
+            PushResult::BadRequest,
+        );
     };
     let frame = frame::text(&push.message);
     let accepted_at = Instant::now();
@@ -69,9 +80,10 @@ async fn respond(request: Request<Incoming>, shared: &Shared) -> (Response<Body>
         Err(refused @ PushRefused::Overloaded) | Err(refused @ PushRefused::ShuttingDown) => {
             tracing::debug!(%refused, "push refused");
             let mut response = text(StatusCode::SERVICE_UNAVAILABLE, refused.to_string());
-            response
-                .headers_mut()
-                .insert(hyper::header::RETRY_AFTER, hyper::header::HeaderValue::from_static("1"));
+            response.headers_mut().insert(
+                hyper::header::RETRY_AFTER,
+                hyper::header::HeaderValue::from_static("1"),
+            );
             (response, PushResult::Overloaded)
         }
     }

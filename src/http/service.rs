@@ -86,8 +86,7 @@ fn upgrade(mut request: Request<Incoming>, ctx: RequestContext) -> Response<Body
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 let stream = parts.io.into_inner();
-                session::run(stream, &parts.read_buf, ctx.shared, ctx.shutdown, ctx.alive)
-                    .await;
+                session::run(stream, &parts.read_buf, ctx.shared, ctx.shutdown, ctx.alive).await;
             }
             Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
         }

@@ -86,7 +86,9 @@ mod tests {
     #[test]
     fn escapes_and_unicode_are_decoded() {
         assert_eq!(
-            PushRequest::parse(br#"{"user\u0049d":"u","event":"e","message":"a\"b\n\u00e9\ud83d\ude00"}"#),
+            PushRequest::parse(
+                br#"{"user\u0049d":"u","event":"e","message":"a\"b\n\u00e9\ud83d\ude00"}"#
+            ),
             ok("u", "e", "a\"b\né😀")
         );
     }

@@ -69,8 +69,14 @@ mod tests {
 
     #[test]
     fn plain_and_case_insensitive() {
-        assert_eq!(RegisterFrame::parse(br#"{"token":"t","event":"e"}"#), ok("t", "e"));
-        assert_eq!(RegisterFrame::parse(br#"{"Token":"t","EVENT":"e"}"#), ok("t", "e"));
+        assert_eq!(
+            RegisterFrame::parse(br#"{"token":"t","event":"e"}"#),
+            ok("t", "e")
+        );
+        assert_eq!(
+            RegisterFrame::parse(br#"{"Token":"t","EVENT":"e"}"#),
+            ok("t", "e")
+        );
         assert_eq!(
             RegisterFrame::parse(br#"{"token":"t","event":"e","x":[1,{"a":2}]}"#),
             ok("t", "e")
@@ -87,17 +93,26 @@ mod tests {
 
     #[test]
     fn trailing_bytes_after_the_object_are_ignored() {
-        assert_eq!(RegisterFrame::parse(br#" {"token":"t","event":"e"} junk"#), ok("t", "e"));
+        assert_eq!(
+            RegisterFrame::parse(br#" {"token":"t","event":"e"} junk"#),
+            ok("t", "e")
+        );
     }
 
     #[test]
     fn malformed_and_empty() {
         use RegisterError::*;
         assert_eq!(RegisterFrame::parse(b"not json"), Err(Malformed));
-        assert_eq!(RegisterFrame::parse(br#"{"token":1,"event":"e"}"#), Err(Malformed));
+        assert_eq!(
+            RegisterFrame::parse(br#"{"token":1,"event":"e"}"#),
+            Err(Malformed)
+        );
         assert_eq!(RegisterFrame::parse(br#"["t","e"]"#), Err(Malformed));
         assert_eq!(RegisterFrame::parse(br#"{"token":"t""#), Err(Malformed));
-        assert_eq!(RegisterFrame::parse(br#"{"token":"","event":"e"}"#), Err(EmptyField));
+        assert_eq!(
+            RegisterFrame::parse(br#"{"token":"","event":"e"}"#),
+            Err(EmptyField)
+        );
         assert_eq!(RegisterFrame::parse(br#"{"token":"t"}"#), Err(EmptyField));
         assert_eq!(RegisterFrame::parse(b"null"), Err(EmptyField));
     }

@@ -94,3 +94,62 @@ impl Router {
         answer.await.map_err(|_| PushRefused::ShuttingDown)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_shard_channel_refuses_instead_of_buffering() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let router = Router::new(vec![tx]);
+        // Nobody drains the channel: the first push takes the only slot and waits for a reply.
+        let first = tokio::spawn({
+            let router = router.clone();
+            async move {
+                router
+                    .push("u".into(), "e".into(), Bytes::new(), Instant::now())
+                    .await
+            }
+        });
+        let Some(Command::Push { reply, .. }) = rx.recv().await else {
+            panic!("expected the first push");
+        };
+        // Refill the slot with a second push, then a third finds the channel full.
+        let second = tokio::spawn({
+            let router = router.clone();
+            async move {
+                router
+                    .push("u".into(), "e".into(), Bytes::new(), Instant::now())
+                    .await
+            }
+        });
+        while rx.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            router
+                .push("u".into(), "e".into(), Bytes::new(), Instant::now())
+                .await,
+            Err(PushRefused::Overloaded)
+        );
+        reply.send(3).unwrap();
+        assert_eq!(first.await.unwrap(), Ok(3));
+        drop(rx);
+        assert_eq!(second.await.unwrap(), Err(PushRefused::ShuttingDown));
+    }
+
+    #[test]
+    fn users_spread_over_shards_and_stay_put() {
+        let senders = (0..4).map(|_| mpsc::channel(1).0).collect();
+        let router = Router::new(senders);
+        let mut per_shard = [0usize; 4];
+        for i in 0..4000 {
+            let user = format!("user-{i}");
+            let shard = router.shard_of(&user);
+            assert_eq!(shard, router.shard_of(&user));
+            per_shard[shard] += 1;
+        }
+        assert!(per_shard.iter().all(|&n| n > 800), "{per_shard:?}");
+    }
+}

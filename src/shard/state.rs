@@ -112,7 +112,11 @@ impl ShardState {
             match binding.conn.outbox.push(frame.clone(), Some(accepted_at)) {
                 Ok(()) => sent += 1,
                 Err(QueueError::Full) => {
-                    if binding.conn.outbox.close_slow(self.slow_close_frame.clone()) {
+                    if binding
+                        .conn
+                        .outbox
+                        .close_slow(self.slow_close_frame.clone())
+                    {
                         tracing::warn!(conn = binding.conn.id, "closing slow consumer");
                     }
                     self.metrics.dropped(DropReason::SlowConsumer);

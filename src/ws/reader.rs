@@ -113,8 +113,8 @@ impl FrameReader {
         if buf[0] & 0x70 != 0 {
             return Err(ProtocolViolation::protocol("reserved bits set"));
         }
-        let opcode = OpCode::from_u8(buf[0] & 0x0F)
-            .ok_or(ProtocolViolation::protocol("unknown opcode"))?;
+        let opcode =
+            OpCode::from_u8(buf[0] & 0x0F).ok_or(ProtocolViolation::protocol("unknown opcode"))?;
         if buf[1] & 0x80 == 0 {
             return Err(ProtocolViolation::protocol("unmasked client frame"));
         }
@@ -326,14 +326,26 @@ mod tests {
 
     #[test]
     fn reserved_bits_and_unknown_opcodes_are_protocol_errors() {
-        assert_eq!(violation(&client_frame(0xC1, b"x")).code, CloseCode::PROTOCOL_ERROR);
-        assert_eq!(violation(&client_frame(0x83, b"x")).code, CloseCode::PROTOCOL_ERROR);
-        assert_eq!(violation(&client_frame(0x8B, b"x")).code, CloseCode::PROTOCOL_ERROR);
+        assert_eq!(
+            violation(&client_frame(0xC1, b"x")).code,
+            CloseCode::PROTOCOL_ERROR
+        );
+        assert_eq!(
+            violation(&client_frame(0x83, b"x")).code,
+            CloseCode::PROTOCOL_ERROR
+        );
+        assert_eq!(
+            violation(&client_frame(0x8B, b"x")).code,
+            CloseCode::PROTOCOL_ERROR
+        );
     }
 
     #[test]
     fn fragmented_or_long_control_frames_are_protocol_errors() {
-        assert_eq!(violation(&client_frame(0x09, b"x")).code, CloseCode::PROTOCOL_ERROR);
+        assert_eq!(
+            violation(&client_frame(0x09, b"x")).code,
+            CloseCode::PROTOCOL_ERROR
+        );
         assert_eq!(
             violation(&client_frame(0x89, &[0u8; 126])).code,
             CloseCode::PROTOCOL_ERROR
@@ -342,7 +354,10 @@ mod tests {
 
     #[test]
     fn continuation_without_start_and_start_without_continuation() {
-        assert_eq!(violation(&client_frame(0x80, b"x")).code, CloseCode::PROTOCOL_ERROR);
+        assert_eq!(
+            violation(&client_frame(0x80, b"x")).code,
+            CloseCode::PROTOCOL_ERROR
+        );
         let mut bytes = client_frame(0x01, b"a");
         bytes.extend(client_frame(0x81, b"b"));
         assert_eq!(violation(&bytes).code, CloseCode::PROTOCOL_ERROR);
@@ -356,7 +371,10 @@ mod tests {
         );
         let mut close = 1000u16.to_be_bytes().to_vec();
         close.push(0xFF);
-        assert_eq!(violation(&client_frame(0x88, &close)).code, CloseCode::INVALID_PAYLOAD);
+        assert_eq!(
+            violation(&client_frame(0x88, &close)).code,
+            CloseCode::INVALID_PAYLOAD
+        );
     }
 
     #[test]
@@ -364,7 +382,10 @@ mod tests {
         let mut reader = FrameReader::new(1024);
         let frame = client_frame(0x81, &[b'a'; 2000]);
         reader.feed(&frame[..8]);
-        assert_eq!(reader.next_message().unwrap_err().code, CloseCode::MESSAGE_TOO_BIG);
+        assert_eq!(
+            reader.next_message().unwrap_err().code,
+            CloseCode::MESSAGE_TOO_BIG
+        );
         // Fragments count towards the same limit.
         let mut bytes = client_frame(0x01, &[b'a'; 600]);
         bytes.extend(client_frame(0x80, &[b'a'; 600]));
@@ -383,9 +404,15 @@ mod tests {
             read_all(&client_frame(0x88, &payload)).unwrap(),
             vec![Message::Close(Some(1000), "bye".into())]
         );
-        assert_eq!(violation(&client_frame(0x88, b"x")).code, CloseCode::PROTOCOL_ERROR);
+        assert_eq!(
+            violation(&client_frame(0x88, b"x")).code,
+            CloseCode::PROTOCOL_ERROR
+        );
         let bad = 1005u16.to_be_bytes();
-        assert_eq!(violation(&client_frame(0x88, &bad)).code, CloseCode::PROTOCOL_ERROR);
+        assert_eq!(
+            violation(&client_frame(0x88, &bad)).code,
+            CloseCode::PROTOCOL_ERROR
+        );
     }
 
     #[test]

@@ -1,0 +1,253 @@
+//! Test harness: the real gateway on 127.0.0.1:0, a real WebSocket client
+//! (tokio-tungstenite) and a real HTTP/1.1 client (hyper).
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use pushgate::Config;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// Upper bound for anything a test waits for; a test that hits it has failed.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// A gateway running in this process.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), pushgate::GatewayError>>>,
+}
+
+impl Gateway {
+    pub async fn start() -> Self {
+        Self::start_with(Config::for_tests()).await
+    }
+
+    pub async fn start_with(config: Config) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(pushgate::run(listener, config, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Signals shutdown and waits for `run` to return.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(WAIT, task)
+                .await
+                .expect("gateway stops in time")
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// Opens a WebSocket connection.
+    pub async fn connect(&self) -> Ws {
+        let stream = TcpStream::connect(self.addr).await.unwrap();
+        // As browsers do: without it, a frame sent right after another waits for the
+        // gateway's delayed ACK (Nagle), 40 ms each time.
+        stream.set_nodelay(true).unwrap();
+        let (ws, _) = tokio_tungstenite::client_async(self.ws_url(), stream)
+            .await
+            .unwrap();
+        ws
+    }
+
+    /// Opens a connection and registers it; returns once the registration reached its shard.
+    pub async fn client(&self, token: &str, event: &str) -> Ws {
+        let mut ws = self.connect().await;
+        register(&mut ws, token, event).await;
+        ws
+    }
+
+    pub async fn pusher(&self) -> Pusher {
+        Pusher::connect(self.addr).await
+    }
+
+    /// `POST /push` on a fresh connection.
+    pub async fn push(&self, user: &str, event: &str, message: &str) -> (StatusCode, String) {
+        self.pusher().await.push(user, event, message).await
+    }
+
+    pub async fn metrics(&self) -> String {
+        let (status, body) = self
+            .pusher()
+            .await
+            .request("GET", "/metrics", &[], Bytes::new())
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        body
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Sends a register frame, then a ping, and waits for the pong. The session handles frames in
+/// order and hands the registration to the user's shard before it reads the ping, and a later
+/// push for that user goes through the same shard channel: once the pong is back, the
+/// registration is visible to every later push. This is the signal tests wait on.
+pub async fn register(ws: &mut Ws, token: &str, event: &str) {
+    let frame = serde_json::json!({ "token": token, "event": event }).to_string();
+    send_and_sync(ws, Message::Text(frame)).await;
+}
+
+/// Sends `message` followed by a ping and waits for the matching pong.
+pub async fn send_and_sync(ws: &mut Ws, message: Message) {
+    ws.send(message).await.unwrap();
+    sync(ws).await;
+}
+
+/// Sends a ping and waits for its pong, failing on any other frame.
+pub async fn sync(ws: &mut Ws) {
+    let payload = b"sync".to_vec();
+    ws.send(Message::Ping(payload.clone())).await.unwrap();
+    loop {
+        match next(ws).await {
+            Message::Pong(p) if p == payload => return,
+            Message::Pong(_) => {}
+            other => panic!("expected pong, got {other:?}"),
+        }
+    }
+}
+
+/// Next frame, within [`WAIT`].
+pub async fn next(ws: &mut Ws) -> Message {
+    tokio::time::timeout(WAIT, ws.next())
+        .await
+        .expect("a frame within the wait bound")
+        .expect("connection still open")
+        .expect("valid frame")
+}
+
+/// Next text frame (pongs are skipped).
+pub async fn next_text(ws: &mut Ws) -> String {
+    loop {
+        match next(ws).await {
+            Message::Text(text) => return text,
+            Message::Pong(_) => {}
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+}
+
+/// Asserts that nothing but the answer to a ping arrives: proves "no frame was sent" without
+/// waiting for a timeout, because the pong is queued behind anything already queued.
+pub async fn assert_nothing_queued(ws: &mut Ws) {
+    let payload = b"nothing-before-me".to_vec();
+    ws.send(Message::Ping(payload.clone())).await.unwrap();
+    match next(ws).await {
+        Message::Pong(p) => assert_eq!(p, payload),
+        other => panic!("expected no frame, got {other:?}"),
+    }
+}
+
+/// A keep-alive HTTP/1.1 client.
+pub struct Pusher {
+    sender: http1::SendRequest<Full<Bytes>>,
+}
+
+impl Pusher {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(connection);
+        Self { sender }
+    }
+
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> (StatusCode, String) {
+        let (status, _, body) = self.request_full(method, path, headers, body).await;
+        (status, body)
+    }
+
+    pub async fn request_full(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> (StatusCode, hyper::HeaderMap, String) {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "pushgate.test");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Full::new(body.into())).unwrap();
+        let response = tokio::time::timeout(WAIT, self.sender.send_request(request))
+            .await
+            .expect("reply within the wait bound")
+            .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, headers, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    pub async fn push(&mut self, user: &str, event: &str, message: &str) -> (StatusCode, String) {
+        let body = serde_json::json!({ "userId": user, "event": event, "message": message });
+        self.request("POST", "/push", &[], body.to_string()).await
+    }
+
+    /// Pushes and asserts a 200, returning N.
+    pub async fn push_ok(&mut self, user: &str, event: &str, message: &str) -> usize {
+        let (status, body) = self.push(user, event, message).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        sent_count(&body)
+    }
+}
+
+/// Parses `message sent to N clients`.
+pub fn sent_count(body: &str) -> usize {
+    body.strip_prefix("message sent to ")
+        .and_then(|rest| rest.strip_suffix(" clients"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected push reply {body:?}"))
+}
+
+/// Value of an unlabelled or labelled sample in a Prometheus exposition.
+pub fn metric(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let rest = line.strip_prefix(series)?;
+        let value = rest.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
+}

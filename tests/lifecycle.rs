@@ -1,0 +1,278 @@
+//! How connections end and what the gateway does about it, over real sockets.
+
+mod common;
+
+
+use common::*;
+use futures_util::SinkExt;
+use pushgate::Config;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Pushes until the reply says `expected`, for conditions the gateway learns about
+/// asynchronously (a reset socket). Bounded by [`WAIT`].
+async fn wait_for_sent(gw: &Gateway, user: &str, expected: usize) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut pusher = gw.pusher().await;
+    loop {
+        if pusher.push_ok(user, "alarm", "probe").await == expected {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never reached {expected}"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn a_closed_connection_is_unbound_before_its_close_is_echoed() {
+    let gw = Gateway::start().await;
+    let mut staying = gw.client("ivy", "alarm").await;
+    let mut leaving = gw.client("ivy", "alarm").await;
+    leaving
+        .send(Message::Close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "bye".into(),
+        })))
+        .await
+        .unwrap();
+    match next(&mut leaving).await {
+        Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Normal),
+        other => panic!("expected the close echo, got {other:?}"),
+    }
+    assert_eq!(gw.pusher().await.push_ok("ivy", "alarm", "after").await, 1);
+    assert_eq!(next_text(&mut staying).await, "after");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_reset_connection_is_unbound() {
+    let gw = Gateway::start().await;
+    let mut staying = gw.client("jack", "alarm").await;
+    let reset = gw.client("jack", "alarm").await;
+    reset.get_ref().set_zero_linger().unwrap();
+    drop(reset); // RST, no close frame
+    wait_for_sent(&gw, "jack", 1).await;
+    // The probes before the reset was noticed may have reached `staying`; the last did.
+    let mut last = String::new();
+    while last != "probe" {
+        last = next_text(&mut staying).await;
+    }
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"pushgate_connection_closes_total{reason="reset"}"#
+        ),
+        Some(1.0)
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn an_oversized_client_message_is_closed_with_1009() {
+    let mut config = Config::for_tests();
+    config.max_message_size = 1024;
+    let gw = Gateway::start_with(config).await;
+    let mut other = gw.client("kim", "alarm").await;
+    let mut big = gw.connect().await;
+    big.send(Message::Text("x".repeat(4096))).await.unwrap();
+    match next(&mut big).await {
+        Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 1009),
+        other => panic!("expected close 1009, got {other:?}"),
+    }
+    assert_eq!(gw.pusher().await.push_ok("kim", "alarm", "fine").await, 1);
+    assert_eq!(next_text(&mut other).await, "fine");
+    gw.stop().await;
+}
+
+/// Performs a handshake on a raw socket, for frames no well-behaved client library sends.
+async fn raw_websocket(gw: &Gateway) -> TcpStream {
+    let mut raw = TcpStream::connect(gw.addr).await.unwrap();
+    raw.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut response = Vec::new();
+    let mut byte = [0u8; 1];
+    while !response.ends_with(b"\r\n\r\n") {
+        raw.read_exact(&mut byte).await.unwrap();
+        response.push(byte[0]);
+    }
+    assert!(response.starts_with(b"HTTP/1.1 101"));
+    raw
+}
+
+/// Reads the server's close frame and returns its code.
+async fn close_code(raw: &mut TcpStream) -> u16 {
+    let mut header = [0u8; 2];
+    tokio::time::timeout(WAIT, raw.read_exact(&mut header))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(header[0], 0x88, "a close frame");
+    let mut payload = vec![0u8; (header[1] & 0x7F) as usize];
+    raw.read_exact(&mut payload).await.unwrap();
+    u16::from_be_bytes([payload[0], payload[1]])
+}
+
+#[tokio::test]
+async fn protocol_violations_get_the_right_close_codes() {
+    let gw = Gateway::start().await;
+    let mut bystander = gw.client("lee", "alarm").await;
+    let cases: [(&[u8], u16); 5] = [
+        (b"\x81\x02hi", 1002),               // unmasked
+        (b"\xC1\x80\0\0\0\0", 1002),         // reserved bit
+        (b"\x83\x80\0\0\0\0", 1002),         // unknown opcode
+        (b"\x09\x80\0\0\0\0", 1002),         // fragmented ping
+        (b"\x81\x82\0\0\0\0\xFF\xFE", 1007), // invalid UTF-8
+    ];
+    for (frame, code) in cases {
+        let mut raw = raw_websocket(&gw).await;
+        raw.write_all(frame).await.unwrap();
+        assert_eq!(close_code(&mut raw).await, code, "{frame:?}");
+    }
+    assert_eq!(
+        gw.pusher()
+            .await
+            .push_ok("lee", "alarm", "still here")
+            .await,
+        1
+    );
+    assert_eq!(next_text(&mut bystander).await, "still here");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_is_closed_as_slow_while_others_receive() {
+    let mut config = Config::for_tests();
+    config.conn_queue_frames = 16;
+    config.conn_queue_bytes = 64 * 1024;
+    let gw = Gateway::start_with(config).await;
+    let mut readers = Vec::new();
+    for _ in 0..5 {
+        readers.push(gw.client("mia", "alarm").await);
+    }
+    // A raw client that registers and then never reads a byte.
+    let mut stalled = raw_websocket(&gw).await;
+    let register = br#"{"token":"mia","event":"alarm"}"#;
+    let mut frame = vec![0x81, 0x80 | register.len() as u8, 0, 0, 0, 0];
+    frame.extend_from_slice(register);
+    frame.extend_from_slice(&[0x89, 0x80, 0, 0, 0, 0]);
+    stalled.write_all(&frame).await.unwrap();
+    let mut pong = [0u8; 2];
+    stalled.read_exact(&mut pong).await.unwrap();
+    assert_eq!(pong, [0x8A, 0x00]);
+
+    let message = "m".repeat(16 * 1024);
+    let mut pusher = gw.pusher().await;
+    let mut pushes = 0;
+    // Each push reaches all six until the stalled one's socket buffers and queue fill up.
+    loop {
+        let sent = pusher.push_ok("mia", "alarm", &message).await;
+        pushes += 1;
+        for reader in &mut readers {
+            assert_eq!(next_text(reader).await.len(), message.len());
+        }
+        if sent == 5 {
+            break;
+        }
+        assert_eq!(sent, 6);
+        assert!(pushes < 10_000, "the stalled client was never closed");
+    }
+    assert_eq!(pusher.push_ok("mia", "alarm", "after").await, 5);
+    for reader in &mut readers {
+        assert_eq!(next_text(reader).await, "after");
+    }
+    let metrics = gw.metrics().await;
+    assert!(
+        metric(
+            &metrics,
+            r#"pushgate_frames_dropped_total{reason="slow_consumer"}"#
+        ) >= Some(1.0)
+    );
+    drop(stalled);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_every_websocket_with_1001() {
+    let gw = Gateway::start().await;
+    let mut bound = gw.client("nina", "alarm").await;
+    let mut unbound = gw.connect().await;
+    sync(&mut unbound).await;
+    let stopping = tokio::spawn(gw.stop());
+    for ws in [&mut bound, &mut unbound] {
+        match next(ws).await {
+            Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Away),
+            other => panic!("expected close 1001, got {other:?}"),
+        }
+    }
+    stopping.await.unwrap();
+}
+
+#[tokio::test]
+async fn metrics_are_served_in_prometheus_text_format() {
+    let gw = Gateway::start().await;
+    let mut client = gw.client("olga", "alarm").await;
+    assert_eq!(gw.pusher().await.push_ok("olga", "alarm", "m").await, 1);
+    next_text(&mut client).await;
+    // The frame was written before it arrived, so its latency sample exists.
+    let metrics = gw.metrics().await;
+    for name in [
+        "# TYPE pushgate_connections gauge",
+        "# TYPE pushgate_pushes_total counter",
+        "# TYPE pushgate_fanout_latency_seconds histogram",
+        "pushgate_fanout_latency_seconds_bucket{le=\"0.00005\"}",
+        "pushgate_shard_users{shard=\"0\"}",
+    ] {
+        assert!(metrics.contains(name), "missing {name} in\n{metrics}");
+    }
+    assert_eq!(metric(&metrics, "pushgate_connections"), Some(1.0));
+    assert_eq!(
+        metric(&metrics, r#"pushgate_pushes_total{result="ok"}"#),
+        Some(1.0)
+    );
+    assert_eq!(metric(&metrics, "pushgate_deliveries_total"), Some(1.0));
+    assert_eq!(
+        metric(&metrics, "pushgate_fanout_latency_seconds_count"),
+        Some(1.0)
+    );
+    gw.stop().await;
+}
+
+#[test]
+fn bad_configuration_exits_with_status_64() {
+    let binary = env!("CARGO_BIN_EXE_pushgate");
+    for args in [
+        &["--shards", "0"][..],
+        &["--listen", "not-an-address"],
+        &["--ws-path", "ws"],
+        &["--no-such-flag"],
+    ] {
+        let output = std::process::Command::new(binary)
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(64), "{args:?}");
+        assert!(!output.stderr.is_empty(), "{args:?} explains itself");
+    }
+    let output = std::process::Command::new(binary)
+        .env("PUSHGATE_SHARDS", "0")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64), "env vars are validated too");
+    let help = std::process::Command::new(binary)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert_eq!(help.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&help.stdout).contains("PUSHGATE_LISTEN"));
+}

@@ -1,0 +1,210 @@
+//! Every row of the v1 protocol table (shared/protocol.md), over real sockets.
+
+mod common;
+
+use common::*;
+use hyper::StatusCode;
+use pushgate::Config;
+use tokio_tungstenite::tungstenite::Message;
+
+const ILLEGAL: &str = "request data illegal";
+
+#[tokio::test]
+async fn push_with_a_method_other_than_post_is_405_with_an_empty_body() {
+    let gw = Gateway::start().await;
+    let mut pusher = gw.pusher().await;
+    for method in ["GET", "PUT", "DELETE", "PATCH"] {
+        let (status, body) = pusher.request(method, "/push", &[], "").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
+        assert_eq!(body, "", "{method}");
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn push_with_failed_authorisation_is_401_with_an_empty_body() {
+    let mut config = Config::for_tests();
+    config.push_keys = vec!["old-key".into(), "new-key".into()];
+    let gw = Gateway::start_with(config).await;
+    let _client = gw.client("u", "e").await;
+    let mut pusher = gw.pusher().await;
+    let body = r#"{"userId":"u","event":"e","message":"m"}"#;
+    for headers in [
+        vec![],
+        vec![("authorization", "Bearer wrong")],
+        vec![("authorization", "new-key")],
+        vec![("authorization", "Bearer new-key-and-more")],
+    ] {
+        let (status, reply) = pusher.request("POST", "/push", &headers, body).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{headers:?}");
+        assert_eq!(reply, "");
+    }
+    for key in ["Bearer old-key", "Bearer new-key"] {
+        let (status, reply) = pusher
+            .request("POST", "/push", &[("authorization", key)], body)
+            .await;
+        assert_eq!(
+            (status, reply.as_str()),
+            (StatusCode::OK, "message sent to 1 clients")
+        );
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn push_bodies_of_the_wrong_shape_are_400_request_data_illegal() {
+    let gw = Gateway::start().await;
+    let mut pusher = gw.pusher().await;
+    for body in [
+        "not json",
+        "",
+        "[]",
+        r#"{"userId":"u","event":"e","message":5}"#,
+        r#"{"userId":7,"event":"e","message":"m"}"#,
+        r#"{"userId":"u","event":"e","message":{"a":1}}"#,
+        r#"{"userId":"u","event":"e""#,
+    ] {
+        let (status, reply) = pusher.request("POST", "/push", &[], body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(reply, ILLEGAL, "{body}");
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn push_with_a_missing_or_empty_field_is_400_request_data_illegal() {
+    let gw = Gateway::start().await;
+    let mut pusher = gw.pusher().await;
+    for body in [
+        r#"{"event":"e","message":"m"}"#,
+        r#"{"userId":"u","message":"m"}"#,
+        r#"{"userId":"u","event":"e"}"#,
+        r#"{"userId":"","event":"e","message":"m"}"#,
+        r#"{"userId":"u","event":"","message":"m"}"#,
+        r#"{"userId":"u","event":"e","message":""}"#,
+        r#"{"userId":"u","event":"e","message":null}"#,
+        "{}",
+    ] {
+        let (status, reply) = pusher.request("POST", "/push", &[], body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(reply, ILLEGAL, "{body}");
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn push_to_nobody_is_200_message_sent_to_0_clients() {
+    let gw = Gateway::start().await;
+    let (status, reply) = gw.push("nobody", "alarm", "hello").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(reply, "message sent to 0 clients");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn push_is_written_as_is_as_one_text_frame_and_counted() {
+    let gw = Gateway::start().await;
+    let mut client = gw.client("03A3408D-7C1B", "alarm").await;
+    let (status, reply) = gw.push("03A3408D-7C1B", "alarm", "CPU > 95% on db-3").await;
+    assert_eq!(
+        (status, reply.as_str()),
+        (StatusCode::OK, "message sent to 1 clients")
+    );
+    assert_eq!(
+        next(&mut client).await,
+        Message::Text("CPU > 95% on db-3".into())
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn field_names_match_case_insensitively_and_unknown_fields_are_ignored() {
+    let gw = Gateway::start().await;
+    let mut client = gw.connect().await;
+    send_and_sync(
+        &mut client,
+        Message::Text(r#"{"Token":"u1","EVENT":"alarm","extra":{"x":[1]}}"#.into()),
+    )
+    .await;
+    let mut pusher = gw.pusher().await;
+    let (status, reply) = pusher
+        .request(
+            "POST",
+            "/push",
+            &[],
+            r#"{"userid":"u1","Event":"alarm","MESSAGE":"hi","priority":3}"#,
+        )
+        .await;
+    assert_eq!(
+        (status, reply.as_str()),
+        (StatusCode::OK, "message sent to 1 clients")
+    );
+    assert_eq!(next_text(&mut client).await, "hi");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn plain_get_on_the_websocket_path_is_400_and_other_methods_405() {
+    let gw = Gateway::start().await;
+    let mut http = gw.pusher().await;
+    let (status, _) = http.request("GET", "/ws", &[], "").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = http.request("POST", "/ws", &[], "").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let (status, _) = http.request("GET", "/elsewhere", &[], "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_register_frames_leave_the_connection_open_and_unbound() {
+    let gw = Gateway::start().await;
+    let mut client = gw.connect().await;
+    for frame in [
+        Message::Text("not json".into()),
+        Message::Text(r#"{"token":"","event":"alarm"}"#.into()),
+        Message::Text(r#"{"token":"u","event":""}"#.into()),
+        Message::Text(r#"{"token":5,"event":"alarm"}"#.into()),
+        Message::Binary(br#"{"token":"u","event":"alarm"}"#.to_vec()),
+    ] {
+        send_and_sync(&mut client, frame).await;
+        let (_, reply) = gw.push("u", "alarm", "m").await;
+        assert_eq!(reply, "message sent to 0 clients");
+    }
+    // Still open, and a valid frame binds it.
+    register(&mut client, "u", "alarm").await;
+    assert_eq!(gw.pusher().await.push_ok("u", "alarm", "m").await, 1);
+    assert_eq!(next_text(&mut client).await, "m");
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"pushgate_registrations_total{result="malformed"}"#
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"pushgate_registrations_total{result="empty_field"}"#
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(&metrics, r#"pushgate_registrations_total{result="binary"}"#),
+        Some(1.0)
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_push_body_is_413() {
+    let mut config = Config::for_tests();
+    config.max_push_body = 1024;
+    let gw = Gateway::start_with(config).await;
+    let message = "x".repeat(2048);
+    let (status, reply) = gw.push("u", "e", &message).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(reply, "request body too large");
+    gw.stop().await;
+}
