@@ -170,23 +170,29 @@ impl Outbox {
     /// Waits for work; moves every queued frame into `batch` (which must be empty).
     pub async fn next_step(&self, batch: &mut Vec<Queued>) -> WriterStep {
         loop {
-            {
-                let mut state = self.lock();
-                if !state.frames.is_empty() && !state.abort {
-                    batch.extend(state.frames.drain(..));
-                    state.bytes = 0;
-                    return WriterStep::Frames;
-                }
-                if state.closed {
-                    return WriterStep::Stop;
-                }
-                if let Some(frame) = state.close.take() {
-                    state.closed = true;
-                    return WriterStep::Close(frame);
-                }
+            if let Some(step) = self.try_step(batch) {
+                return step;
             }
             self.work.notified().await;
         }
+    }
+
+    /// The writer's next step if there is one now; `None` means "wait for work".
+    pub fn try_step(&self, batch: &mut Vec<Queued>) -> Option<WriterStep> {
+        let mut state = self.lock();
+        if !state.frames.is_empty() && !state.abort {
+            batch.extend(state.frames.drain(..));
+            state.bytes = 0;
+            return Some(WriterStep::Frames);
+        }
+        if state.closed {
+            return Some(WriterStep::Stop);
+        }
+        if let Some(frame) = state.close.take() {
+            state.closed = true;
+            return Some(WriterStep::Close(frame));
+        }
+        None
     }
 
     /// Resolves when a slow-consumer close asks the writer to abandon its current write.
