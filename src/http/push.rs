@@ -67,7 +67,12 @@ async fn respond(request: Request<Incoming>, shared: &Shared) -> (Response<Body>
     let accepted_at = Instant::now();
     match shared
         .router
-        .push(push.user_id, push.event, frame, accepted_at)
+        .push(
+            push.user_id.into_owned(),
+            push.event.into_owned(),
+            frame,
+            accepted_at,
+        )
         .await
     {
         Ok(sent) => {

@@ -8,7 +8,9 @@
 //!
 //! [`decode_first`] gives the last rule; [`key_matches`] the first.
 
-use serde::de::DeserializeOwned;
+use std::borrow::Cow;
+
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 /// True when a JSON object key names `field` (lower-case ASCII) under Go's folding.
 pub fn key_matches(key: &str, field: &str) -> bool {
@@ -31,30 +33,61 @@ pub fn key_matches(key: &str, field: &str) -> bool {
 
 /// Decodes the first JSON value of `bytes`, ignoring whatever follows it, as Go's
 /// `Decoder.Decode` does.
-pub fn decode_first<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+pub fn decode_first<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Option<T> {
     serde_json::Deserializer::from_slice(bytes)
         .into_iter::<T>()
         .next()
         .and_then(Result::ok)
 }
 
+/// A string borrowed from the input when it holds no escapes, owned otherwise. serde's own
+/// `Cow<str>` always allocates; on the push path that was three allocations per request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Text<'de>(pub Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
+
 /// Visits a JSON object, handing each value of a known field to `assign`, skipping the rest.
 ///
-/// `fields` lists lower-case names; `assign(i, value)` gets the field index and its value
-/// (`None` for `null`). A non-string value for a known field fails the whole object.
+/// `fields` lists lower-case names; `assign(i, value)` gets the field index and its value.
+/// `null` leaves a field as it was (Go's rule); a non-string value fails the whole object.
 pub(crate) fn visit_string_fields<'de, A>(
     mut map: A,
     fields: &[&str],
-    mut assign: impl FnMut(usize, Option<String>),
+    mut assign: impl FnMut(usize, Cow<'de, str>),
 ) -> Result<(), A::Error>
 where
-    A: serde::de::MapAccess<'de>,
+    A: MapAccess<'de>,
 {
-    while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+    while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
         match fields.iter().position(|f| key_matches(&key, f)) {
-            Some(index) => assign(index, map.next_value::<Option<String>>()?),
+            Some(index) => {
+                if let Some(Text(value)) = map.next_value::<Option<Text<'de>>>()? {
+                    assign(index, value);
+                }
+            }
             None => {
-                map.next_value::<serde::de::IgnoredAny>()?;
+                map.next_value::<IgnoredAny>()?;
             }
         }
     }

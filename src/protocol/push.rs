@@ -1,21 +1,24 @@
 //! The v1 push body: `{"userId": "...", "event": "...", "message": "..."}`.
 //!
-//! Parsed with serde_json rather than simd-json: on bodies of about 100 bytes the two cost
-//! the same once simd-json reuses its buffers (see `benches/parse.rs` and
-//! docs/PERFORMANCE.md), and serde_json reads the first JSON value of a stream and ignores
-//! the rest, which is exactly what the old server's `json.Decoder` did; simd-json would need
-//! a copy of the body into a mutable buffer and rejects trailing bytes.
+//! Parsed with serde_json, not simd-json. simd-json with reused buffers measured ~40 ns
+//! faster on a 100-byte body (`benches/hot_path.rs`, docs/ARCHITECTURE.md), but it fails on
+//! bytes after the first JSON value (`TrailingData`), which the old server's `json.Decoder`
+//! accepted; serde_json's stream deserializer reproduces that exactly. 40 ns is about 1% of
+//! what a push costs end to end, so compatibility wins.
+
+use std::borrow::Cow;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 
 use super::fields::{decode_first, visit_string_fields};
 
-/// A valid push: every field present and non-empty.
+/// A valid push: every field present and non-empty. Fields borrow from the body unless
+/// they contain escapes.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct PushRequest {
-    pub user_id: String,
-    pub event: String,
-    pub message: String,
+pub struct PushRequest<'a> {
+    pub user_id: Cow<'a, str>,
+    pub event: Cow<'a, str>,
+    pub message: Cow<'a, str>,
 }
 
 /// The one error v1 knows: its reply is `400 request data illegal`.
@@ -23,9 +26,9 @@ pub struct PushRequest {
 #[error("request data illegal")]
 pub struct IllegalRequest;
 
-impl PushRequest {
+impl<'a> PushRequest<'a> {
     /// Parses a push body with the old server's rules (see [`super::fields`]).
-    pub fn parse(body: &[u8]) -> Result<Self, IllegalRequest> {
+    pub fn parse(body: &'a [u8]) -> Result<Self, IllegalRequest> {
         let request: Self = decode_first(body).ok_or(IllegalRequest)?;
         if request.user_id.is_empty() || request.event.is_empty() || request.message.is_empty() {
             return Err(IllegalRequest);
@@ -34,23 +37,21 @@ impl PushRequest {
     }
 }
 
-impl<'de> Deserialize<'de> for PushRequest {
+impl<'de> Deserialize<'de> for PushRequest<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct PushVisitor;
         impl<'de> Visitor<'de> for PushVisitor {
-            type Value = PushRequest;
+            type Value = PushRequest<'de>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a push object")
             }
-            fn visit_unit<E>(self) -> Result<PushRequest, E> {
+            fn visit_unit<E>(self) -> Result<PushRequest<'de>, E> {
                 Ok(PushRequest::default())
             }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<PushRequest, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<PushRequest<'de>, A::Error> {
                 let mut push = PushRequest::default();
                 visit_string_fields(map, &["userid", "event", "message"], |index, value| {
-                    if let Some(value) = value {
-                        *[&mut push.user_id, &mut push.event, &mut push.message][index] = value;
-                    }
+                    *[&mut push.user_id, &mut push.event, &mut push.message][index] = value;
                 })?;
                 Ok(push)
             }
@@ -63,7 +64,11 @@ impl<'de> Deserialize<'de> for PushRequest {
 mod tests {
     use super::*;
 
-    fn ok(user_id: &str, event: &str, message: &str) -> Result<PushRequest, IllegalRequest> {
+    fn ok<'a>(
+        user_id: &'a str,
+        event: &'a str,
+        message: &'a str,
+    ) -> Result<PushRequest<'a>, IllegalRequest> {
         Ok(PushRequest {
             user_id: user_id.into(),
             event: event.into(),

@@ -45,9 +45,7 @@ impl<'de> Deserialize<'de> for RegisterFrame {
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RegisterFrame, A::Error> {
                 let mut frame = RegisterFrame::default();
                 visit_string_fields(map, &["token", "event"], |index, value| {
-                    if let Some(value) = value {
-                        *[&mut frame.token, &mut frame.event][index] = value;
-                    }
+                    *[&mut frame.token, &mut frame.event][index] = value.into_owned();
                 })?;
                 Ok(frame)
             }
