@@ -18,7 +18,7 @@
 //! register frame's token with an [`auth::Authenticator`] and binds the connection through
 //! its shard. [`gateway::run`] wires everything and is what `main.rs` and the tests call.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod auth;
 pub mod config;

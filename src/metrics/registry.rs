@@ -370,9 +370,11 @@ impl Metrics {
         self.shards[shard].clone()
     }
 
-    /// Prometheus text exposition of every metric.
+    /// Prometheus text exposition of every metric, process figures included.
     pub fn render(&self) -> String {
-        self.handle.render()
+        let mut out = self.handle.render();
+        super::process::ProcessStats::read().render(&mut out);
+        out
     }
 
     /// Drains histogram samples into their buckets; must run periodically even when nobody
