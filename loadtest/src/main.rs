@@ -1,1 +1,319 @@
-fn main() {}
+//! pushgate-loadtest: load generator for WebSocket push gateways that speak
+//! the pushgate / wserver protocol. See loadtest/README.md.
+
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+mod clock;
+mod fanout;
+mod fleet;
+mod idle;
+mod load;
+mod net;
+mod procstat;
+mod push;
+mod report;
+mod sink;
+mod ws;
+
+use fleet::Ctx;
+use net::Url;
+use push::PushTarget;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pushgate-loadtest",
+    version,
+    about = "Load generator for WebSocket push gateways (pushgate / wserver protocol)"
+)]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Common options (any mode)")]
+struct Common {
+    /// Base URL of the push endpoint.
+    #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// WebSocket URL the clients connect to (ws:// only).
+    #[arg(long, global = true, default_value = "ws://127.0.0.1:8080/ws")]
+    ws_url: String,
+    /// Path of the push endpoint, appended to --url.
+    #[arg(long, global = true, default_value = "/push")]
+    push_path: String,
+    /// Send `Authorization: Bearer KEY` with every push.
+    #[arg(long, global = true, value_name = "KEY")]
+    push_key: Option<String>,
+    /// Server process to sample (/proc/PID/stat and status) for CPU and RSS.
+    #[arg(long, global = true, value_name = "PID")]
+    server_pid: Option<u32>,
+    /// Comma-separated local addresses the client sockets bind to,
+    /// round-robin (e.g. 127.0.0.1,127.0.0.2) for more ephemeral ports.
+    #[arg(long, global = true, value_delimiter = ',', value_name = "IPS")]
+    source_ips: Vec<IpAddr>,
+    /// Runtime worker threads (1 = a single-threaded runtime).
+    #[arg(long, global = true, default_value_t = 1)]
+    threads: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Event name the clients register for and pushes target.
+    #[arg(long, global = true, default_value = "lt")]
+    event: String,
+    /// Users are named PREFIX0, PREFIX1, ... (load, idle). Give each client
+    /// process its own prefix when several run against one server.
+    #[arg(long, global = true, default_value = "lt-u")]
+    user_prefix: String,
+    /// Connection attempts (TCP + WebSocket handshake) in flight at once.
+    #[arg(long, global = true, default_value_t = 256)]
+    connect_concurrency: usize,
+    /// Seconds allowed for one connection attempt.
+    #[arg(long, global = true, default_value_t = 10.0)]
+    connect_timeout: f64,
+    /// Seconds allowed to confirm every registration with warm-up pushes.
+    #[arg(long, global = true, default_value_t = 30.0)]
+    confirm_timeout: f64,
+    /// Hard limit on the whole run in seconds; the process exits with status
+    /// 3 when it is reached. Default: computed from the other durations.
+    #[arg(long, global = true, value_name = "SECS")]
+    timeout: Option<f64>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Mode {
+    /// Throughput and end-to-end latency: C connections over U users, P pushers.
+    Load(LoadArgs),
+    /// One user with C connections; time to first and last delivery per push.
+    Fanout(FanoutArgs),
+    /// Hold C registered connections; server memory per connection.
+    Idle(IdleArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct LoadArgs {
+    /// WebSocket connections.
+    #[arg(short = 'c', long, default_value_t = 1000)]
+    pub connections: usize,
+    /// Distinct users (connection i is user i % U). Default: one per connection.
+    #[arg(short = 'u', long)]
+    pub users: Option<usize>,
+    /// Keep-alive HTTP pushers (concurrent pushes in flight).
+    #[arg(short = 'p', long, default_value_t = 4)]
+    pub pushers: usize,
+    /// Open loop at this aggregate rate (pushes/s); closed loop without it.
+    #[arg(long, value_name = "PUSHES_PER_S")]
+    pub rate: Option<f64>,
+    /// Measured window in seconds.
+    #[arg(short = 'd', long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Seconds of load before the measured window.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Seconds to wait after the window for outstanding deliveries.
+    #[arg(long, default_value_t = 3.0)]
+    pub drain: f64,
+    /// Size in bytes of each pushed message (not padded below ~32).
+    #[arg(short = 's', long, default_value_t = 64)]
+    pub message_size: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct FanoutArgs {
+    /// WebSocket connections, all registered as the same user.
+    #[arg(short = 'c', long, default_value_t = 1000)]
+    pub connections: usize,
+    /// Number of sequential pushes (K).
+    #[arg(short = 'k', long, default_value_t = 100)]
+    pub pushes: usize,
+    /// User id all connections register as.
+    #[arg(long, default_value = "lt-fan")]
+    pub user: String,
+    /// Pause between a push's reply and the next push, in milliseconds.
+    #[arg(long, default_value_t = 0.0)]
+    pub interval_ms: f64,
+    /// Seconds to wait after the last push for outstanding deliveries.
+    #[arg(long, default_value_t = 5.0)]
+    pub drain: f64,
+    /// Size in bytes of each pushed message.
+    #[arg(short = 's', long, default_value_t = 64)]
+    pub message_size: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct IdleArgs {
+    /// WebSocket connections.
+    #[arg(short = 'c', long, default_value_t = 1000)]
+    pub connections: usize,
+    /// Distinct users (connection i is user i % U). Default: one per connection.
+    #[arg(short = 'u', long)]
+    pub users: Option<usize>,
+    /// Seconds to hold the connections after they are confirmed.
+    #[arg(long, default_value_t = 10.0)]
+    pub hold: f64,
+    /// Pushers used for the registration warm-up pushes.
+    #[arg(short = 'p', long, default_value_t = 4)]
+    pub pushers: usize,
+    /// Skip the warm-up round after the hold that checks every connection
+    /// is still served.
+    #[arg(long)]
+    pub no_recheck: bool,
+}
+
+fn positive(name: &str, v: f64) -> Result<()> {
+    if !(v.is_finite() && v > 0.0) {
+        bail!("{name} must be a positive number of seconds, got {v}");
+    }
+    Ok(())
+}
+
+fn non_negative(v: f64) -> bool {
+    v.is_finite() && v >= 0.0
+}
+
+fn validate(cli: &Cli) -> Result<f64> {
+    let c = &cli.common;
+    positive("--connect-timeout", c.connect_timeout)?;
+    positive("--confirm-timeout", c.confirm_timeout)?;
+    if c.threads == 0 {
+        bail!("--threads must be at least 1");
+    }
+    // Rough upper bound on the run, for the hard timeout.
+    let mut budget = 60.0 + c.connect_timeout + 2.0 * c.confirm_timeout;
+    match &cli.mode {
+        Mode::Load(a) => {
+            positive("--duration", a.duration)?;
+            if !non_negative(a.warmup) || !non_negative(a.drain) {
+                bail!("--warmup and --drain must be >= 0");
+            }
+            if a.connections == 0 || a.pushers == 0 {
+                bail!("--connections and --pushers must be at least 1");
+            }
+            if let Some(r) = a.rate {
+                if !(r.is_finite() && r > 0.0) {
+                    bail!("--rate must be positive");
+                }
+            }
+            budget += a.duration + a.warmup + a.drain + a.connections as f64 / 500.0;
+        }
+        Mode::Fanout(a) => {
+            if a.connections == 0 || a.pushes == 0 {
+                bail!("--connections and --pushes must be at least 1");
+            }
+            if !non_negative(a.drain) || !non_negative(a.interval_ms) {
+                bail!("--drain and --interval-ms must be >= 0");
+            }
+            budget += a.drain
+                + a.connections as f64 / 500.0
+                + a.pushes as f64 * (a.interval_ms / 1000.0 + 0.05);
+        }
+        Mode::Idle(a) => {
+            positive("--hold", a.hold)?;
+            if a.connections == 0 {
+                bail!("--connections must be at least 1");
+            }
+            budget += a.hold + a.connections as f64 / 500.0;
+        }
+    }
+    let hard = c.timeout.unwrap_or(budget);
+    positive("--timeout", hard)?;
+    Ok(hard)
+}
+
+async fn build_ctx(c: &Common, nofile: (u64, u64)) -> Result<Ctx> {
+    let ws = Url::parse(&c.ws_url, "ws", 80).context("--ws-url")?;
+    let http = Url::parse(&c.url, "http", 80).context("--url")?;
+    let ws_addr = ws.resolve().await?;
+    let push_addr = http.resolve().await?;
+    let base = http.path.trim_end_matches('/');
+    let push_path = if c.push_path.starts_with('/') {
+        format!("{base}{}", c.push_path)
+    } else {
+        format!("{base}/{}", c.push_path)
+    };
+    let push = PushTarget::new(
+        push_addr,
+        &http.host_header(),
+        &push_path,
+        c.push_key.as_deref(),
+        c.source_ips.clone(),
+    );
+    Ok(Ctx {
+        ws_addr,
+        ws_host: ws.host_header(),
+        ws_path: ws.path.clone(),
+        push: Arc::new(push),
+        source_ips: c.source_ips.clone(),
+        event_json: serde_json::to_string(&c.event)?,
+        connect_concurrency: c.connect_concurrency,
+        connect_timeout: Duration::from_secs_f64(c.connect_timeout),
+        confirm_timeout: Duration::from_secs_f64(c.confirm_timeout),
+        server_pid: c.server_pid,
+        nofile,
+        threads: c.threads,
+    })
+}
+
+async fn run(cli: &Cli, nofile: (u64, u64)) -> Result<report::Obj> {
+    let ctx = build_ctx(&cli.common, nofile).await?;
+    match &cli.mode {
+        Mode::Load(a) => load::run(&ctx, a, &cli.common.user_prefix).await,
+        Mode::Fanout(a) => fanout::run(&ctx, a).await,
+        Mode::Idle(a) => idle::run(&ctx, a, &cli.common.user_prefix).await,
+    }
+}
+
+fn main() {
+    clock::init();
+    let cli = Cli::parse();
+    let code = match real_main(&cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("pushgate-loadtest: error: {e:#}");
+            1
+        }
+    };
+    // Exit without tearing down thousands of connection tasks one by one.
+    std::process::exit(code);
+}
+
+fn real_main(cli: &Cli) -> Result<()> {
+    let hard = validate(cli)?;
+    let nofile = procstat::raise_nofile();
+    std::thread::Builder::new()
+        .name("watchdog".into())
+        .spawn(move || {
+            std::thread::sleep(Duration::from_secs_f64(hard));
+            eprintln!("pushgate-loadtest: error: hard timeout of {hard:.0}s reached, exiting");
+            std::process::exit(3);
+        })?;
+
+    let rt = if cli.common.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cli.common.threads)
+            .enable_all()
+            .build()?
+    };
+    let report = rt.block_on(run(cli, nofile))?;
+    let text = if cli.common.json {
+        report.to_json() + "\n"
+    } else {
+        report.to_table()
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}

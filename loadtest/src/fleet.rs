@@ -1,0 +1,376 @@
+//! Opening, registering and confirming the client connections, plus the
+//! pusher pool used for confirmation.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::clock;
+use crate::net::{is_fd_exhaustion, tcp_connect};
+use crate::procstat;
+use crate::push::{write_body, write_warm_message, PushTarget, Pusher, Reply};
+use crate::sink::{Shared, Sink};
+use crate::ws;
+
+/// Resolved settings shared by all modes.
+pub struct Ctx {
+    pub ws_addr: SocketAddr,
+    pub ws_host: String,
+    pub ws_path: String,
+    pub push: Arc<PushTarget>,
+    pub source_ips: Vec<IpAddr>,
+    pub event_json: String,
+    pub connect_concurrency: usize,
+    pub connect_timeout: Duration,
+    pub confirm_timeout: Duration,
+    pub server_pid: Option<u32>,
+    pub nofile: (u64, u64),
+    pub threads: usize,
+}
+
+impl Ctx {
+    pub fn pushers(&self, n: usize) -> Vec<Pusher> {
+        (0..n.max(1))
+            .map(|i| Pusher::new(self.push.clone(), i))
+            .collect()
+    }
+}
+
+/// Progress messages go to stderr so that `--json` stdout stays clean.
+#[macro_export]
+macro_rules! progress {
+    ($($arg:tt)*) => {
+        eprintln!("[{:>8.3}s] {}", $crate::clock::now() as f64 / 1e9 - 1.0, format!($($arg)*))
+    };
+}
+
+pub struct Fleet {
+    pub shared: Arc<Shared>,
+    pub n_conns: usize,
+    /// JSON string literals of the user ids; connection i belongs to user
+    /// `i % users.len()`.
+    pub users: Arc<Vec<String>>,
+    pub connect_s: f64,
+    /// Last warm-up round used, so that a later [`confirm`] starts fresh.
+    pub round: std::sync::atomic::AtomicU32,
+}
+
+impl Fleet {
+    pub fn conns_of(&self, user: usize) -> usize {
+        let u = self.users.len();
+        self.n_conns / u + usize::from(user < self.n_conns % u)
+    }
+
+    fn user_confirmed(&self, user: usize, round: u32) -> bool {
+        (user..self.n_conns)
+            .step_by(self.users.len())
+            .all(|c| self.shared.warm[c].load(Relaxed) >= round)
+    }
+
+    pub fn closed(&self) -> u64 {
+        self.shared.closed.load(Relaxed)
+    }
+}
+
+fn fd_error(open: usize, ctx: &Ctx) -> anyhow::Error {
+    anyhow!(
+        "too many open files (EMFILE) after {open} WebSocket connections were open \
+         ({} file descriptors in use, RLIMIT_NOFILE soft {} / hard {}). This machine caps \
+         open files at 20,000 per process and root cannot raise it: use at most ~19,900 \
+         connections per process and run several pushgate-loadtest processes, each with \
+         its own --user-prefix",
+        procstat::open_fds().map_or(format!("all {}", ctx.nofile.0), |n| n.to_string()),
+        ctx.nofile.0,
+        ctx.nofile.1
+    )
+}
+
+/// Open `n_conns` WebSocket connections, connection i registering as user
+/// `user_names[i % len]`. Returns once all are open and registration frames
+/// are sent (not yet confirmed: see [`confirm`]).
+pub async fn connect_fleet(
+    ctx: &Ctx,
+    n_conns: usize,
+    user_names: &[String],
+    sink: Sink,
+) -> Result<Fleet> {
+    if n_conns == 0 || user_names.is_empty() {
+        bail!("need at least one connection and one user");
+    }
+    let budget = n_conns as u64 + 64;
+    if budget > ctx.nofile.0 {
+        progress!(
+            "warning: {n_conns} connections need about {budget} file descriptors but \
+             RLIMIT_NOFILE is {} (20,000 per process on these machines): expect EMFILE",
+            ctx.nofile.0
+        );
+    }
+    let started = clock::now();
+    let shared = Arc::new(Shared::new(n_conns, sink));
+    let users: Arc<Vec<String>> = Arc::new(
+        user_names
+            .iter()
+            .map(|u| serde_json::to_string(u).expect("string serialises"))
+            .collect(),
+    );
+    let sem = Arc::new(Semaphore::new(ctx.connect_concurrency.max(1)));
+    let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Result<()>)>();
+    let host = Arc::new(ctx.ws_host.clone());
+    let path = Arc::new(ctx.ws_path.clone());
+    let event_json = Arc::new(ctx.event_json.clone());
+    for i in 0..n_conns {
+        let (sem, tx, shared, users) = (sem.clone(), tx.clone(), shared.clone(), users.clone());
+        let (host, path, event_json) = (host.clone(), path.clone(), event_json.clone());
+        let addr = ctx.ws_addr;
+        let src = if ctx.source_ips.is_empty() {
+            None
+        } else {
+            Some(ctx.source_ips[i % ctx.source_ips.len()])
+        };
+        let timeout = ctx.connect_timeout;
+        tokio::spawn(async move {
+            let Ok(permit) = sem.acquire_owned().await else {
+                return;
+            };
+            let registration = format!(
+                "{{\"token\":{},\"event\":{}}}",
+                users[i % users.len()],
+                event_json
+            );
+            let seed = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ clock::now();
+            let opened = tokio::time::timeout(timeout, async {
+                let stream = tcp_connect(addr, src).await?;
+                ws::open(stream, &host, &path, registration.as_bytes(), seed | 1).await
+            })
+            .await
+            .unwrap_or_else(|_| Err(anyhow!("timed out after {timeout:?}")));
+            drop(permit);
+            match opened {
+                Ok(conn) => {
+                    let _ = tx.send((i, Ok(())));
+                    drop(tx);
+                    ws::read_loop(conn, i, shared.clone()).await;
+                    shared.closed.fetch_add(1, Relaxed);
+                }
+                Err(e) => {
+                    let _ = tx.send((i, Err(e)));
+                }
+            }
+        });
+    }
+    drop(tx);
+
+    let mut ok = 0usize;
+    let mut last_report = clock::now();
+    while ok < n_conns {
+        let Some((i, res)) = rx.recv().await else {
+            bail!("connection tasks ended early ({ok} of {n_conns} connected)");
+        };
+        match res {
+            Ok(()) => ok += 1,
+            Err(e) => {
+                if e.downcast_ref::<io::Error>().is_some_and(is_fd_exhaustion) {
+                    return Err(fd_error(ok, ctx));
+                }
+                let hint = if e
+                    .downcast_ref::<io::Error>()
+                    .is_some_and(|e| e.raw_os_error() == Some(libc::EADDRNOTAVAIL))
+                {
+                    " (out of ephemeral ports? add source addresses with --source-ips)"
+                } else {
+                    ""
+                };
+                bail!(
+                    "WebSocket connection #{i} to {} failed: {e:#}{hint} ({ok} of {n_conns} \
+                     connections were open)",
+                    ctx.ws_addr
+                );
+            }
+        }
+        if clock::now() - last_report > 2_000_000_000 {
+            last_report = clock::now();
+            progress!("connected {ok}/{n_conns}");
+        }
+    }
+    let connect_s = (clock::now() - started) as f64 / 1e9;
+    progress!("{n_conns} connections open in {connect_s:.2}s");
+    Ok(Fleet {
+        shared,
+        n_conns,
+        users,
+        connect_s,
+        round: Default::default(),
+    })
+}
+
+/// Run one push per job over the pusher pool (one task per pusher, each
+/// sending its share of the jobs sequentially). `fill(job, body)` writes the
+/// request body.
+pub async fn push_many<F>(
+    pushers: &mut Vec<Pusher>,
+    jobs: Vec<usize>,
+    fill: F,
+) -> Vec<(usize, io::Result<Reply>)>
+where
+    F: Fn(usize, &mut Vec<u8>) + Send + Sync + 'static,
+{
+    let n = pushers.len().min(jobs.len());
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut chunks: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let total = jobs.len();
+    for (k, j) in jobs.into_iter().enumerate() {
+        chunks[k % n].push(j);
+    }
+    let fill = Arc::new(fill);
+    let mut set = JoinSet::new();
+    for chunk in chunks {
+        let mut p = pushers.pop().expect("enough pushers");
+        let fill = fill.clone();
+        set.spawn(async move {
+            let mut out = Vec::with_capacity(chunk.len());
+            for job in chunk {
+                fill(job, &mut p.body);
+                let r = p.send().await;
+                out.push((job, r));
+            }
+            (p, out)
+        });
+    }
+    let mut results = Vec::with_capacity(total);
+    while let Some(joined) = set.join_next().await {
+        let (p, out) = joined.expect("push task panicked");
+        pushers.push(p);
+        results.extend(out);
+    }
+    results
+}
+
+pub struct Confirmed {
+    pub rounds: u32,
+    pub pushes: u64,
+    pub seconds: f64,
+}
+
+/// Registration has no acknowledgement, so prove it: push a warm-up message
+/// `{"w":ROUND}` to every unconfirmed user and wait until the reply reports
+/// exactly that user's connection count and every one of its connections
+/// received the message. Unconfirmed users are retried with a new round
+/// until `ctx.confirm_timeout`.
+pub async fn confirm(ctx: &Ctx, fleet: &Fleet, pushers: &mut Vec<Pusher>) -> Result<Confirmed> {
+    let started = clock::now();
+    let deadline = started + ctx.confirm_timeout.as_nanos() as u64;
+    let n_users = fleet.users.len();
+    let mut pending: Vec<usize> = (0..n_users).collect();
+    let first_round = fleet.round.load(Relaxed);
+    let mut round = first_round;
+    let mut pushes = 0u64;
+    let mut last_problem = String::from("none");
+    while !pending.is_empty() {
+        if clock::now() > deadline {
+            let unconfirmed_conns: usize = pending.iter().map(|&u| fleet.conns_of(u)).sum();
+            bail!(
+                "registration not confirmed within {:?}: {} of {n_users} users ({} of {} \
+                 connections) unconfirmed after {} rounds; {} connections were closed \
+                 by the server; last problem: {last_problem}",
+                ctx.confirm_timeout,
+                pending.len(),
+                unconfirmed_conns,
+                fleet.n_conns,
+                round - first_round,
+                fleet.closed()
+            );
+        }
+        round += 1;
+        fleet.round.store(round, Relaxed);
+        let users = fleet.users.clone();
+        let event_json = ctx.event_json.clone();
+        let replies = push_many(pushers, pending.clone(), move |u, body| {
+            write_body(body, &users[u], &event_json, |o| {
+                write_warm_message(o, round)
+            })
+        })
+        .await;
+        pushes += replies.len() as u64;
+        let mut retry = Vec::new();
+        let mut waiting = Vec::new();
+        for (u, res) in replies {
+            let want = fleet.conns_of(u) as u64;
+            match res {
+                Ok(Reply {
+                    status: 200,
+                    delivered,
+                }) if delivered.is_none() || delivered == Some(want) => waiting.push(u),
+                Ok(r) if matches!(r.status, 400 | 401 | 403 | 404 | 405 | 413) => {
+                    let hint = match r.status {
+                        401 | 403 => " (does the server need --push-key?)",
+                        404 | 405 => " (check --url and --push-path)",
+                        _ => "",
+                    };
+                    bail!(
+                        "warm-up push for user {} was refused with HTTP {}{hint}",
+                        fleet.users[u],
+                        r.status
+                    );
+                }
+                Ok(r) => {
+                    last_problem = match r.delivered {
+                        Some(n) if r.status == 200 => format!(
+                            "user {} has {n} connections registered at the server, expected {want}",
+                            fleet.users[u]
+                        ),
+                        _ => format!(
+                            "warm-up push for user {} got HTTP {}",
+                            fleet.users[u], r.status
+                        ),
+                    };
+                    retry.push(u);
+                }
+                Err(e) => {
+                    last_problem = format!("push for user {} failed: {e}", fleet.users[u]);
+                    retry.push(u);
+                }
+            }
+        }
+        // Give deliveries up to 2 s (bounded by the deadline) to arrive.
+        let wait_until = deadline.min(clock::now() + 2_000_000_000);
+        loop {
+            waiting.retain(|&u| !fleet.user_confirmed(u, round));
+            if waiting.is_empty() || clock::now() >= wait_until {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if !waiting.is_empty() {
+            last_problem = format!(
+                "{} users had warm-up round {round} accepted but not delivered to all \
+                 their connections",
+                waiting.len()
+            );
+        }
+        retry.extend(waiting);
+        pending = retry;
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let seconds = (clock::now() - started) as f64 / 1e9;
+    progress!(
+        "registration of {} connections / {n_users} users confirmed in {seconds:.2}s \
+         ({} rounds, {pushes} warm-up pushes)",
+        fleet.n_conns,
+        round - first_round
+    );
+    Ok(Confirmed {
+        rounds: round - first_round,
+        pushes,
+        seconds,
+    })
+}
