@@ -39,6 +39,10 @@ pub struct Config {
     #[arg(long, env = "PUSHGATE_SHARDS")]
     pub shards: Option<usize>,
 
+    /// Runtime worker threads (default: available cores).
+    #[arg(long, env = "PUSHGATE_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
+
     /// Commands a shard's channel holds before pushes are refused with 503.
     #[arg(long, env = "PUSHGATE_SHARD_QUEUE", default_value_t = 8192)]
     pub shard_queue: usize,
@@ -111,6 +115,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.shards == Some(0) {
             return Err(ConfigError::NoShards);
+        }
+        if self.worker_threads == Some(0) {
+            return Err(ConfigError::Zero("--worker-threads"));
         }
         for (flag, value) in [
             ("--shard-queue", self.shard_queue),

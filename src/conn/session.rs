@@ -64,7 +64,7 @@ enum Wake {
 /// how shutdown learns that every connection is gone.
 pub async fn run(
     stream: TcpStream,
-    initial: &[u8],
+    initial: Vec<u8>,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
     _alive: mpsc::Sender<()>,
@@ -306,5 +306,18 @@ async fn linger(read_half: &OwnedReadHalf, reader: &mut FrameReader) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(_) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn session_state_stays_small() {
+        // Each idle connection keeps its session and writer futures alive: their sizes are
+        // per-connection memory (docs/PERFORMANCE.md, idle target).
+        let reader = std::mem::size_of::<crate::ws::reader::FrameReader>();
+        let outbox = std::mem::size_of::<crate::conn::outbox::Outbox>();
+        assert!(reader <= 64, "FrameReader is {reader} bytes");
+        assert!(outbox <= 256, "Outbox is {outbox} bytes");
     }
 }

@@ -86,7 +86,11 @@ fn upgrade(mut request: Request<Incoming>, ctx: RequestContext) -> Response<Body
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 let stream = parts.io.into_inner();
-                session::run(stream, &parts.read_buf, ctx.shared, ctx.shutdown, ctx.alive).await;
+                // `read_buf` may be a slice of hyper's read buffer: copy what it holds and
+                // let the buffer go now rather than keep it for the connection's lifetime.
+                let initial = parts.read_buf.to_vec();
+                drop(parts.read_buf);
+                session::run(stream, initial, ctx.shared, ctx.shutdown, ctx.alive).await;
             }
             Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
         }

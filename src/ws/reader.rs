@@ -66,9 +66,9 @@ impl FrameReader {
     }
 
     /// A reader that starts with bytes already read past the HTTP handshake.
-    pub fn with_initial(max_message: usize, initial: &[u8]) -> Self {
+    pub fn with_initial(max_message: usize, initial: Vec<u8>) -> Self {
         let mut reader = Self::new(max_message);
-        reader.buf.extend_from_slice(initial);
+        reader.buf = initial;
         reader
     }
 
