@@ -1,7 +1,9 @@
 //! The one configuration struct: every flag is also a `PUSHGATE_…` environment variable, and
-//! each field's doc comment is its `--help` text.
+//! each field's doc comment is its `--help` text. Durations take `humantime` syntax
+//! (`250ms`, `30s`, `2m`).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -15,13 +17,31 @@ pub enum LogFormat {
     Json,
 }
 
+fn duration(value: &str) -> Result<Duration, humantime::DurationError> {
+    humantime::parse_duration(value)
+}
+
 /// pushgate: a sharded WebSocket push gateway, wire-compatible with wserver.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "pushgate", version, about, long_about = None)]
 pub struct Config {
-    /// Address to listen on. Loopback by default: expose it deliberately.
+    /// Public listener: serves the WebSocket endpoint and health checks. Loopback by
+    /// default: expose it deliberately (e.g. `0.0.0.0:8080` behind a load balancer).
     #[arg(long, env = "PUSHGATE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+
+    /// Internal listener: serves the push endpoint and metrics (and health checks). Keep it
+    /// on a private interface.
+    #[arg(
+        long,
+        env = "PUSHGATE_INTERNAL_LISTEN",
+        default_value = "127.0.0.1:8081"
+    )]
+    pub internal_listen: SocketAddr,
+
+    /// Also serve the push endpoint on the public listener. Requires push keys.
+    #[arg(long, env = "PUSHGATE_PUBLIC_PUSH")]
+    pub public_push: bool,
 
     /// Path of the WebSocket endpoint browsers connect to.
     #[arg(long, env = "PUSHGATE_WS_PATH", default_value = "/ws")]
@@ -35,13 +55,13 @@ pub struct Config {
     #[arg(long, env = "PUSHGATE_METRICS_PATH", default_value = "/metrics")]
     pub metrics_path: String,
 
-    /// Number of shards the userID → connections map is split into (default: available cores).
-    #[arg(long, env = "PUSHGATE_SHARDS")]
-    pub shards: Option<usize>,
-
     /// Runtime worker threads (default: available cores).
     #[arg(long, env = "PUSHGATE_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
+
+    /// Number of shards the userID → connections map is split into (default: available cores).
+    #[arg(long, env = "PUSHGATE_SHARDS")]
+    pub shards: Option<usize>,
 
     /// Commands a shard's channel holds before pushes are refused with 503.
     #[arg(long, env = "PUSHGATE_SHARD_QUEUE", default_value_t = 8192)]
@@ -63,8 +83,30 @@ pub struct Config {
     #[arg(long, env = "PUSHGATE_MAX_PUSH_BODY", default_value_t = 1 << 20)]
     pub max_push_body: usize,
 
-    /// Push keys, comma-separated: when set, pushes need `Authorization: Bearer <key>` and
-    /// get 401 otherwise. Empty: pushes are not authorised (the old server's default).
+    /// Most WebSocket connections held at once; past it, upgrades get 503 + Retry-After.
+    /// 0: the open-file limit minus a reserve for pushes, metrics and logs.
+    #[arg(long, env = "PUSHGATE_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
+
+    /// Most connections one user may hold; a register frame past it closes the connection
+    /// with 4029. 0: unlimited.
+    #[arg(long, env = "PUSHGATE_MAX_CONNECTIONS_PER_USER", default_value_t = 0)]
+    pub max_connections_per_user: usize,
+
+    /// Interval between server pings on every connection.
+    #[arg(long, env = "PUSHGATE_PING_INTERVAL", default_value = "30s", value_parser = duration)]
+    pub ping_interval: Duration,
+
+    /// A connection that sends nothing (no pong, no frame) for this long is closed with 4002.
+    #[arg(long, env = "PUSHGATE_IDLE_TIMEOUT", default_value = "75s", value_parser = duration)]
+    pub idle_timeout: Duration,
+
+    /// A connection that has not registered within this time is closed with 4003.
+    #[arg(long, env = "PUSHGATE_REGISTER_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub register_timeout: Duration,
+
+    /// Push keys, comma-separated: when any key is configured, pushes need
+    /// `Authorization: Bearer <key>` and get 401 otherwise. Several keys allow rotation.
     #[arg(
         long,
         env = "PUSHGATE_PUSH_KEYS",
@@ -73,13 +115,29 @@ pub struct Config {
     )]
     pub push_keys: Vec<String>,
 
-    /// Seconds allowed to read a request's headers before the connection is closed.
-    #[arg(long, env = "PUSHGATE_HEADER_TIMEOUT_SECS", default_value_t = 10)]
-    pub header_timeout_secs: u64,
+    /// File with one push key per line (blank lines and `#` comments ignored), added to
+    /// `--push-keys`.
+    #[arg(long, env = "PUSHGATE_PUSH_KEYS_FILE")]
+    pub push_keys_file: Option<PathBuf>,
 
-    /// Seconds given to connections to close on shutdown before the process exits anyway.
-    #[arg(long, env = "PUSHGATE_SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
-    pub shutdown_timeout_secs: u64,
+    /// Origins allowed to open a WebSocket, comma-separated (e.g. `https://app.example.com`).
+    /// Empty: any origin, as the old server did (a warning is logged when the public listener
+    /// is not loopback). Requests without an Origin header (non-browser clients) are allowed.
+    #[arg(long, env = "PUSHGATE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Time allowed to send request headers.
+    #[arg(long, env = "PUSHGATE_HEADER_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub header_timeout: Duration,
+
+    /// On shutdown, WebSockets are closed with 1001 at random moments spread over this
+    /// window, so that clients do not all reconnect to the remaining nodes at once.
+    #[arg(long, env = "PUSHGATE_DRAIN_WINDOW", default_value = "5s", value_parser = duration)]
+    pub drain_window: Duration,
+
+    /// Deadline for the whole shutdown (drain window included); the process exits then.
+    #[arg(long, env = "PUSHGATE_SHUTDOWN_TIMEOUT", default_value = "15s", value_parser = duration)]
+    pub shutdown_timeout: Duration,
 
     /// Log format.
     #[arg(long, env = "PUSHGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -101,14 +159,27 @@ pub enum ConfigError {
     BadPath { flag: &'static str, value: String },
     #[error("--ws-path, --push-path and --metrics-path must differ")]
     PathClash,
-    #[error("--push-keys contains an empty key")]
+    #[error("--listen and --internal-listen must differ")]
+    ListenerClash,
+    #[error("push keys must not be empty")]
     EmptyPushKey,
+    #[error("cannot read --push-keys-file {path}: {reason}")]
+    PushKeysFile { path: String, reason: String },
+    #[error("--public-push exposes pushing to the internet: it requires --push-keys or --push-keys-file")]
+    PublicPushWithoutKeys,
+    #[error("--idle-timeout must be longer than --ping-interval")]
+    IdleShorterThanPing,
+    #[error("--shutdown-timeout must be longer than --drain-window")]
+    ShutdownShorterThanDrain,
 }
 
 impl Config {
-    /// Defaults for an embedded gateway (tests): every flag at its default.
+    /// Defaults for an embedded gateway (tests): every flag at its default, except that
+    /// shutdown closes connections at once rather than over a drain window.
     pub fn for_tests() -> Self {
-        Self::parse_from(["pushgate"])
+        let mut config = Self::parse_from(["pushgate"]);
+        config.drain_window = Duration::ZERO;
+        config
     }
 
     /// Checks what clap cannot.
@@ -148,19 +219,60 @@ impl Config {
         {
             return Err(ConfigError::PathClash);
         }
-        if self.push_keys.iter().any(|k| k.trim().is_empty()) {
-            return Err(ConfigError::EmptyPushKey);
+        if self.listen == self.internal_listen && self.listen.port() != 0 {
+            return Err(ConfigError::ListenerClash);
+        }
+        let keys = self.load_push_keys()?;
+        if self.public_push && keys.is_empty() {
+            return Err(ConfigError::PublicPushWithoutKeys);
+        }
+        if self.idle_timeout <= self.ping_interval {
+            return Err(ConfigError::IdleShorterThanPing);
+        }
+        if self.shutdown_timeout <= self.drain_window {
+            return Err(ConfigError::ShutdownShorterThanDrain);
         }
         Ok(())
     }
 
+    /// Every push key, from `--push-keys` and `--push-keys-file`.
+    pub fn load_push_keys(&self) -> Result<Vec<Vec<u8>>, ConfigError> {
+        let mut keys = Vec::new();
+        for key in &self.push_keys {
+            if key.trim().is_empty() {
+                return Err(ConfigError::EmptyPushKey);
+            }
+            keys.push(key.trim().as_bytes().to_vec());
+        }
+        if let Some(path) = &self.push_keys_file {
+            let text =
+                std::fs::read_to_string(path).map_err(|error| ConfigError::PushKeysFile {
+                    path: path.display().to_string(),
+                    reason: error.to_string(),
+                })?;
+            keys.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|line| !line.is_empty() && !line.starts_with('#'))
+                    .map(|line| line.as_bytes().to_vec()),
+            );
+        }
+        Ok(keys)
+    }
+
     /// Shard count, resolving the default.
     pub fn shard_count(&self) -> usize {
-        self.shards.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        })
+        self.shards.unwrap_or_else(available_cores)
+    }
+
+    /// The global connection cap, resolving the default from the open-file limit.
+    pub fn connection_cap(&self) -> usize {
+        if self.max_connections > 0 {
+            return self.max_connections;
+        }
+        let limit = crate::metrics::process::ProcessStats::read().max_fds as usize;
+        // Keep room for the listeners, pushers, scrapes and logs.
+        limit.saturating_sub(limit / 20 + 64).max(1)
     }
 
     pub fn queue_limits(&self) -> QueueLimits {
@@ -169,49 +281,92 @@ impl Config {
             max_bytes: self.conn_queue_bytes,
         }
     }
+}
 
-    pub fn header_timeout(&self) -> Duration {
-        Duration::from_secs(self.header_timeout_secs)
-    }
-
-    pub fn shutdown_timeout(&self) -> Duration {
-        Duration::from_secs(self.shutdown_timeout_secs)
-    }
+fn available_cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn parse(args: &[&str]) -> Config {
+        Config::try_parse_from(std::iter::once("pushgate").chain(args.iter().copied())).unwrap()
+    }
+
     #[test]
     fn defaults_are_valid_and_safe() {
-        let config = Config::for_tests();
+        let config = parse(&[]);
         config.validate().unwrap();
+        assert_eq!(config.drain_window, Duration::from_secs(5));
         assert!(config.listen.ip().is_loopback());
+        assert!(config.internal_listen.ip().is_loopback());
         assert_eq!(config.listen.port(), 8080);
+        assert!(!config.public_push);
         assert_eq!(
             (config.ws_path.as_str(), config.push_path.as_str()),
             ("/ws", "/push")
         );
+        assert_eq!(config.ping_interval, Duration::from_secs(30));
     }
 
     #[test]
     fn bad_values_are_refused() {
-        let parse = |args: &[&str]| {
-            Config::try_parse_from(std::iter::once("pushgate").chain(args.iter().copied()))
-        };
         assert_eq!(
-            parse(&["--shards", "0"]).unwrap().validate(),
+            parse(&["--shards", "0"]).validate(),
             Err(ConfigError::NoShards)
         );
         assert!(matches!(
-            parse(&["--ws-path", "ws"]).unwrap().validate(),
+            parse(&["--ws-path", "ws"]).validate(),
             Err(ConfigError::BadPath { .. })
         ));
         assert_eq!(
-            parse(&["--push-path", "/ws"]).unwrap().validate(),
+            parse(&["--push-path", "/ws"]).validate(),
             Err(ConfigError::PathClash)
         );
-        assert!(parse(&["--listen", "nowhere"]).is_err());
+        assert_eq!(
+            parse(&["--public-push"]).validate(),
+            Err(ConfigError::PublicPushWithoutKeys)
+        );
+        assert_eq!(
+            parse(&["--public-push", "--push-keys", "k"]).validate(),
+            Ok(())
+        );
+        assert_eq!(
+            parse(&["--idle-timeout", "10s", "--ping-interval", "10s"]).validate(),
+            Err(ConfigError::IdleShorterThanPing)
+        );
+        assert!(matches!(
+            parse(&["--push-keys-file", "/nonexistent/keys"]).validate(),
+            Err(ConfigError::PushKeysFile { .. })
+        ));
+        assert!(Config::try_parse_from(["pushgate", "--listen", "nowhere"]).is_err());
+        assert!(Config::try_parse_from(["pushgate", "--ping-interval", "soon"]).is_err());
+    }
+
+    #[test]
+    fn push_keys_come_from_flags_and_file() {
+        let path = std::env::temp_dir().join(format!("pushgate-keys-{}", std::process::id()));
+        std::fs::write(&path, "# rotation\nnew-key\n\n  old-key  \n").unwrap();
+        let config = parse(&[
+            "--push-keys",
+            "a,b",
+            "--push-keys-file",
+            path.to_str().unwrap(),
+        ]);
+        let keys = config.load_push_keys().unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            keys,
+            vec![
+                b"a".to_vec(),
+                b"b".to_vec(),
+                b"new-key".to_vec(),
+                b"old-key".to_vec()
+            ]
+        );
     }
 }

@@ -1,43 +1,123 @@
-//! The gateway as a function of (listener, config, shutdown signal).
+//! The gateway as a function of (listeners, config, shutdown signal).
 //!
-//! `run` wires the shards, the metrics and the accept loop, and returns once shutdown is
-//! complete: stop accepting → `/readyz` fails → WebSockets closed with 1001 after what was
-//! already accepted is written → wait for connections with a deadline → stop the shards.
-//! Tests call it on `127.0.0.1:0`; `main.rs` only parses the config and calls it.
+//! `run` wires the shards, the metrics and the accept loops, and returns once shutdown is
+//! complete. Shutdown is a drain: `/readyz` turns 503 at once, new WebSockets and pushes get
+//! 503, pushes already accepted are still written, and every WebSocket is closed with 1001 at
+//! a moment picked at random within `--drain-window`, so that clients do not all reconnect to
+//! the remaining nodes at once; the process returns when the last connection is gone or at
+//! `--shutdown-timeout`. Tests call `run` on `127.0.0.1:0`; `main.rs` only parses the
+//! configuration and calls it.
 
 use std::future::Future;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 
 use crate::auth::{Authenticator, IdentityAuthenticator};
 use crate::config::{Config, ConfigError};
-use crate::http::service::{self, RequestContext};
-use crate::metrics::{Metrics, UPKEEP_INTERVAL};
+use crate::http::service::{self, ListenerRole, RequestContext};
+use crate::metrics::{Metrics, RefusalReason, UPKEEP_INTERVAL};
 use crate::shard::{self, Router};
+use crate::ws::frame;
+
+/// The two sockets the gateway serves: the public one (WebSockets, health) and the internal
+/// one (pushes, metrics, health).
+#[derive(Debug)]
+pub struct Listeners {
+    pub public: TcpListener,
+    pub internal: TcpListener,
+}
+
+impl Listeners {
+    /// Binds both addresses of the configuration.
+    pub async fn bind(config: &Config) -> io::Result<Self> {
+        Ok(Self {
+            public: TcpListener::bind(config.listen).await?,
+            internal: TcpListener::bind(config.internal_listen).await?,
+        })
+    }
+}
 
 /// What every connection and request shares. Read-only after start-up, except the
-/// connection-id counter.
+/// connection counters.
 pub struct Shared {
     pub config: Config,
     pub router: Router,
     pub metrics: Arc<Metrics>,
     pub auth: Arc<dyn Authenticator>,
     pub push_keys: Vec<Vec<u8>>,
+    /// The ping every connection receives, encoded once.
+    pub ping_frame: Bytes,
+    /// Open WebSocket sessions, and the cap on them.
+    open_connections: AtomicUsize,
+    connection_cap: usize,
     conn_ids: AtomicU64,
+    /// Seed for each connection's drain delay.
+    drain_seed: u64,
+    /// Every WebSocket session; shutdown waits for them.
+    sessions: TaskTracker,
 }
 
 impl Shared {
     pub fn next_conn_id(&self) -> u64 {
         self.conn_ids.fetch_add(1, Ordering::Relaxed)
     }
+
+    /// Takes a connection slot, or `None` when `--max-connections` is reached.
+    pub fn reserve_connection(self: &Arc<Self>) -> Option<ConnectionSlot> {
+        let previous = self.open_connections.fetch_add(1, Ordering::AcqRel);
+        if previous >= self.connection_cap {
+            self.open_connections.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        self.metrics.connections.increment(1.0);
+        Some(ConnectionSlot {
+            shared: self.clone(),
+        })
+    }
+
+    /// Spawns a WebSocket session so that shutdown waits for it.
+    pub fn spawn_session(&self, session: impl Future<Output = ()> + Send + 'static) {
+        self.sessions.spawn(session);
+    }
+
+    /// When, within the drain window, connection `conn_id` is closed: spread uniformly and
+    /// differently on every node and every run.
+    pub fn drain_delay(&self, conn_id: u64) -> Duration {
+        let window = self.config.drain_window.as_nanos() as u64;
+        if window == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_nanos(splitmix64(conn_id ^ self.drain_seed) % window)
+    }
+}
+
+/// A held connection slot; dropping it frees the slot.
+pub struct ConnectionSlot {
+    shared: Arc<Shared>,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.shared.open_connections.fetch_sub(1, Ordering::AcqRel);
+        self.shared.metrics.connections.decrement(1.0);
+    }
+}
+
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
 }
 
 /// Why the gateway could not run.
@@ -49,16 +129,16 @@ pub enum GatewayError {
 
 /// Runs the gateway with the default (identity) authenticator until `shutdown` resolves.
 pub async fn run(
-    listener: TcpListener,
+    listeners: Listeners,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), GatewayError> {
-    run_with_auth(listener, config, Arc::new(IdentityAuthenticator), shutdown).await
+    run_with_auth(listeners, config, Arc::new(IdentityAuthenticator), shutdown).await
 }
 
 /// Runs the gateway with a given authenticator until `shutdown` resolves.
 pub async fn run_with_auth(
-    listener: TcpListener,
+    listeners: Listeners,
     config: Config,
     auth: Arc<dyn Authenticator>,
     shutdown: impl Future<Output = ()>,
@@ -67,7 +147,7 @@ pub async fn run_with_auth(
     let shard_count = config.shard_count();
     let metrics = Arc::new(Metrics::new(shard_count));
     let (senders, shard_tasks): (Vec<_>, Vec<_>) = (0..shard_count)
-        .map(|index| shard::task::spawn(index, config.shard_queue, metrics.clone()))
+        .map(|index| shard::task::spawn(index, &config, metrics.clone()))
         .unzip();
     let upkeep = tokio::spawn({
         let metrics = metrics.clone();
@@ -79,88 +159,164 @@ pub async fn run_with_auth(
             }
         }
     });
+    warn_about_exposure(&config, &listeners);
     let shared = Arc::new(Shared {
-        push_keys: config
-            .push_keys
-            .iter()
-            .map(|k| k.trim().as_bytes().to_vec())
-            .collect(),
+        push_keys: config.load_push_keys()?,
         router: Router::new(senders),
+        ping_frame: frame::ping(b""),
+        open_connections: AtomicUsize::new(0),
+        connection_cap: config.connection_cap(),
+        conn_ids: AtomicU64::new(1),
+        drain_seed: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+        sessions: TaskTracker::new(),
         metrics,
         auth,
-        conn_ids: AtomicU64::new(1),
         config,
     });
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
-    let ctx = RequestContext {
+    let (draining_tx, draining) = watch::channel(false);
+    let context = |role| RequestContext {
         shared: shared.clone(),
-        shutdown: shutdown_rx,
-        alive: alive_tx,
+        draining: draining.clone(),
+        role,
     };
-
     tracing::info!(
-        addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        public = %addr(&listeners.public),
+        internal = %addr(&listeners.internal),
         shards = shard_count,
+        connection_cap = shared.connection_cap,
         "pushgate listening"
     );
-    accept_loop(&listener, &ctx, shutdown).await;
+    let public = tokio::spawn(accept_loop(listeners.public, context(ListenerRole::Public)));
+    let internal = tokio::spawn(accept_loop(
+        listeners.internal,
+        context(ListenerRole::Internal),
+    ));
 
-    tracing::info!("shutting down: closing connections");
-    drop(listener);
-    let _ = shutdown_tx.send(true);
-    drop(ctx);
-    let deadline = shared.config.shutdown_timeout();
-    if tokio::time::timeout(deadline, alive_rx.recv())
+    shutdown.await;
+    let started = Instant::now();
+    let deadline = shared.config.shutdown_timeout;
+    tracing::info!(
+        drain_window = ?shared.config.drain_window,
+        "draining: readiness off, closing WebSockets"
+    );
+    let _ = draining_tx.send(true);
+    shared.sessions.close();
+    if tokio::time::timeout(deadline, shared.sessions.wait())
         .await
         .is_err()
     {
-        tracing::warn!(?deadline, "connections still open at the shutdown deadline");
+        tracing::warn!(?deadline, "WebSockets still open at the shutdown deadline");
     }
+    public.abort();
+    internal.abort();
     upkeep.abort();
-    drop(shared);
     for task in shard_tasks {
         task.abort();
     }
+    tracing::info!(elapsed = ?started.elapsed(), "shutdown complete");
     Ok(())
 }
 
-async fn accept_loop(
-    listener: &TcpListener,
-    ctx: &RequestContext,
-    shutdown: impl Future<Output = ()>,
-) {
-    tokio::pin!(shutdown);
+fn addr(listener: &TcpListener) -> String {
+    listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default()
+}
+
+fn warn_about_exposure(config: &Config, listeners: &Listeners) {
+    let public_is_loopback = listeners
+        .public
+        .local_addr()
+        .is_ok_and(|a| a.ip().is_loopback());
+    if !public_is_loopback && config.allowed_origins.is_empty() {
+        tracing::warn!(
+            "the public listener is not loopback and --allowed-origins is empty: \
+             any web page may open WebSockets here"
+        );
+    }
+    let internal_is_loopback = listeners
+        .internal
+        .local_addr()
+        .is_ok_and(|a| a.ip().is_loopback());
+    if !internal_is_loopback && config.push_keys.is_empty() && config.push_keys_file.is_none() {
+        tracing::warn!("the internal listener is not loopback and pushes need no key");
+    }
+}
+
+async fn accept_loop(listener: TcpListener, ctx: RequestContext) {
+    let mut reserve = FdReserve::new();
     loop {
-        let accepted = tokio::select! {
-            _ = &mut shutdown => return,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
+        match listener.accept().await {
             Ok((stream, _peer)) => {
                 let _ = stream.set_nodelay(true);
                 tokio::spawn(serve_http(TokioIo::new(stream), ctx.clone()));
             }
-            Err(error) => accept_error(error).await,
+            Err(error) if is_out_of_fds(&error) => {
+                reserve.shed(&listener, &ctx.shared.metrics).await;
+            }
+            Err(error) => tracing::debug!(%error, "accept failed"),
         }
     }
 }
 
-/// Errors from `accept` are about one connection or about the process running out of file
-/// descriptors; neither may stop the gateway or spin the loop.
-async fn accept_error(error: io::Error) {
-    let out_of_fds = matches!(error.raw_os_error(), Some(code) if code == 24 || code == 23);
-    if out_of_fds {
-        tracing::warn!(%error, "out of file descriptors; backing off");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    } else {
-        tracing::debug!(%error, "accept failed");
+fn is_out_of_fds(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EMFILE) | Some(libc::ENFILE)
+    )
+}
+
+/// One file descriptor held back for the moment the process runs out: it is released to
+/// accept the waiting connection, answer it 503 and close it, so that clients get a clear
+/// answer instead of hanging in the backlog, and the accept loop does not spin on EMFILE.
+struct FdReserve {
+    file: Option<std::fs::File>,
+    last_logged: Option<Instant>,
+}
+
+/// How often running out of descriptors is logged (it is counted every time).
+const FD_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Pause after shedding a connection, so that a flood costs little CPU.
+const FD_BACKOFF: Duration = Duration::from_millis(10);
+
+const FD_EXHAUSTED_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+Retry-After: 1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 24\r\n\
+Connection: close\r\n\r\nout of file descriptors\n";
+
+impl FdReserve {
+    fn new() -> Self {
+        Self {
+            file: std::fs::File::open("/dev/null").ok(),
+            last_logged: None,
+        }
+    }
+
+    async fn shed(&mut self, listener: &TcpListener, metrics: &Metrics) {
+        metrics.refused(RefusalReason::FdExhausted);
+        if self
+            .last_logged
+            .is_none_or(|at| at.elapsed() >= FD_LOG_INTERVAL)
+        {
+            tracing::warn!("out of file descriptors: refusing new connections with 503");
+            self.last_logged = Some(Instant::now());
+        }
+        if self.file.take().is_some() {
+            if let Ok(Ok((stream, _))) = tokio::time::timeout(FD_BACKOFF, listener.accept()).await {
+                let _ = stream.try_write(FD_EXHAUSTED_RESPONSE);
+            }
+            self.file = std::fs::File::open("/dev/null").ok();
+        }
+        tokio::time::sleep(FD_BACKOFF).await;
     }
 }
 
 async fn serve_http(io: TokioIo<tokio::net::TcpStream>, ctx: RequestContext) {
-    let mut shutdown = ctx.shutdown.clone();
-    let header_timeout = ctx.shared.config.header_timeout();
+    let mut draining = ctx.draining.clone();
+    let header_timeout = ctx.shared.config.header_timeout;
     let service = service_fn(move |request| {
         let ctx = ctx.clone();
         async move { Ok::<_, std::convert::Infallible>(service::handle(request, ctx).await) }
@@ -173,9 +329,32 @@ async fn serve_http(io: TokioIo<tokio::net::TcpStream>, ctx: RequestContext) {
     tokio::pin!(connection);
     tokio::select! {
         _ = connection.as_mut() => {}
-        _ = async { let _ = shutdown.wait_for(|draining| *draining).await; } => {
+        _ = async { let _ = draining.wait_for(|draining| *draining).await; } => {
             connection.as_mut().graceful_shutdown();
             let _ = connection.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fd_exhausted_response_has_the_right_length() {
+        let text = std::str::from_utf8(FD_EXHAUSTED_RESPONSE).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+    }
+
+    #[test]
+    fn drain_delays_spread_over_the_window() {
+        let window = 1_000_000u64;
+        let mut buckets = [0usize; 10];
+        for id in 0..10_000u64 {
+            let delay = splitmix64(id ^ 42) % window;
+            buckets[(delay * 10 / window) as usize] += 1;
+        }
+        assert!(buckets.iter().all(|&n| n > 800), "{buckets:?}");
     }
 }

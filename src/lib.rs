@@ -31,4 +31,4 @@ pub mod shard;
 pub mod ws;
 
 pub use config::Config;
-pub use gateway::{run, run_with_auth, GatewayError};
+pub use gateway::{run, run_with_auth, GatewayError, Listeners};

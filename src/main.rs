@@ -1,11 +1,12 @@
-//! The `pushgate` binary: parse the configuration, set up logging, run the gateway until
-//! SIGINT or SIGTERM.
+//! The `pushgate` binary: parse the configuration, set up logging, bind the listeners, run
+//! the gateway until SIGINT or SIGTERM.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
 use pushgate::config::{Config, LogFormat};
+use pushgate::gateway::Listeners;
 
 /// sysexits.h EX_USAGE: the configuration is wrong.
 const EX_USAGE: u8 = 64;
@@ -58,10 +59,10 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .build()
         .context("starting the tokio runtime")?;
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(config.listen)
+        let listeners = Listeners::bind(&config)
             .await
-            .with_context(|| format!("binding {}", config.listen))?;
-        pushgate::run(listener, config, shutdown_signal()).await?;
+            .with_context(|| format!("binding {} and {}", config.listen, config.internal_listen))?;
+        pushgate::run(listeners, config, shutdown_signal()).await?;
         Ok(())
     })
 }

@@ -97,7 +97,7 @@ async fn concurrent_pushers_lose_nothing_and_never_corrupt_a_frame() {
     let mut b = gw.client("dave", "alarm").await;
     let mut tasks = Vec::new();
     for p in 0..PUSHERS {
-        let addr = gw.addr;
+        let addr = gw.internal;
         tasks.push(tokio::spawn(async move {
             let mut pusher = Pusher::connect(addr).await;
             let padding = "z".repeat(100 * (p + 1));

@@ -146,7 +146,7 @@ async fn field_names_match_case_insensitively_and_unknown_fields_are_ignored() {
 #[tokio::test]
 async fn plain_get_on_the_websocket_path_is_400_and_other_methods_405() {
     let gw = Gateway::start().await;
-    let mut http = gw.pusher().await;
+    let mut http = gw.public_http().await;
     let (status, _) = http.request("GET", "/ws", &[], "").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _) = http.request("POST", "/ws", &[], "").await;

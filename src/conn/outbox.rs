@@ -63,6 +63,8 @@ struct State {
     closed: bool,
     /// The writer must drop whatever it is writing (slow consumer).
     abort: bool,
+    /// Status code of the close frame requested, once one was.
+    close_code: Option<u16>,
 }
 
 /// One connection's outbound queue, shared by the shards (producers), the connection's reader
@@ -73,6 +75,13 @@ pub struct Outbox {
     state: Mutex<State>,
     work: Notify,
     abort: Notify,
+}
+
+/// The status code of an encoded close frame (pushgate's close frames have a 2-byte header).
+fn code_of(close_frame: &Bytes) -> Option<u16> {
+    close_frame
+        .get(2..4)
+        .map(|code| u16::from_be_bytes([code[0], code[1]]))
 }
 
 impl Outbox {
@@ -122,6 +131,7 @@ impl Outbox {
             if state.closed || state.close.is_some() {
                 return false;
             }
+            state.close_code = code_of(&close_frame);
             state.close = Some(close_frame);
         }
         self.work.notify_one();
@@ -139,6 +149,7 @@ impl Outbox {
             }
             dropped = std::mem::take(&mut state.frames);
             state.bytes = 0;
+            state.close_code = code_of(&close_frame);
             state.close = Some(close_frame);
             state.abort = true;
         }
@@ -205,9 +216,10 @@ impl Outbox {
         }
     }
 
-    /// True when the connection was closed as a slow consumer.
-    pub fn was_slow(&self) -> bool {
-        self.lock().abort
+    /// The status code of the close frame requested, if any: how the session learns why the
+    /// push side closed its connection.
+    pub fn close_code(&self) -> Option<u16> {
+        self.lock().close_code
     }
 
     /// Frames currently queued (for tests and metrics).

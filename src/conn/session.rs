@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::outbox::{Outbox, QueueError};
 use super::writer;
@@ -55,19 +56,18 @@ enum Ending {
 enum Wake {
     Readable,
     SocketError,
-    Shutdown,
+    Draining,
     WriterEnded,
+    Timer,
 }
 
 /// Serves one upgraded connection until it ends. `initial` holds bytes the client sent right
-/// after the handshake, which hyper had already read. `_alive` is dropped on return, which is
-/// how shutdown learns that every connection is gone.
+/// after the handshake, which hyper had already read.
 pub async fn run(
     stream: TcpStream,
     initial: Vec<u8>,
     shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-    _alive: mpsc::Sender<()>,
+    mut draining: watch::Receiver<bool>,
 ) {
     let conn_id = shared.next_conn_id();
     let (read_half, write_half) = stream.into_split();
@@ -77,7 +77,6 @@ pub async fn run(
         outbox.clone(),
         shared.metrics.clone(),
     ));
-    shared.metrics.connections.increment(1.0);
 
     let mut session = Session {
         conn: ConnHandle {
@@ -90,7 +89,7 @@ pub async fn run(
     };
     let mut reader = FrameReader::with_initial(shared.config.max_message_size, initial);
     let ending = session
-        .read_loop(&read_half, &mut reader, &mut shutdown)
+        .read_loop(&read_half, &mut reader, &mut draining)
         .await;
     session.unbind().await;
     let reason = match ending {
@@ -100,8 +99,11 @@ pub async fn run(
             CloseReason::Reset
         }
         Ending::ServerClosed(reason) => reason,
-        Ending::WriterEnded if session.conn.outbox.was_slow() => CloseReason::SlowConsumer,
-        Ending::WriterEnded => CloseReason::Reset,
+        Ending::WriterEnded => match session.conn.outbox.close_code().map(CloseCode) {
+            Some(CloseCode::SLOW_CONSUMER) => CloseReason::SlowConsumer,
+            Some(CloseCode::TOO_MANY_CONNECTIONS) => CloseReason::UserCap,
+            _ => CloseReason::Reset,
+        },
     };
     shared.metrics.close(reason);
     // The writer ends after the close frame (or at once when the socket is dead).
@@ -111,7 +113,6 @@ pub async fn run(
     if matches!(ending, Ending::ServerClosed(_) | Ending::WriterEnded) {
         let _ = tokio::time::timeout(CLOSE_LINGER, linger(&read_half, &mut reader)).await;
     }
-    shared.metrics.connections.decrement(1.0);
 }
 
 struct Session<'a> {
@@ -133,18 +134,90 @@ async fn writer_ended(writer: &mut Option<tokio::task::JoinHandle<()>>) {
     }
 }
 
+/// The moments a connection's timers fire: the next ping, the idle deadline, the register
+/// deadline while unbound, and the drain close once shutdown started. The read loop sleeps
+/// until the earliest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timers {
+    pub next_ping: Instant,
+    pub idle_deadline: Instant,
+    pub register_deadline: Option<Instant>,
+    pub drain_close: Option<Instant>,
+}
+
+/// What a timer asks the session to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerAction {
+    Nothing,
+    Ping,
+    CloseIdle,
+    CloseUnregistered,
+    CloseForDrain,
+}
+
+impl Timers {
+    pub fn new(now: Instant, config: &crate::config::Config) -> Self {
+        Self {
+            next_ping: now + config.ping_interval,
+            idle_deadline: now + config.idle_timeout,
+            register_deadline: Some(now + config.register_timeout),
+            drain_close: None,
+        }
+    }
+
+    /// The earliest moment something is due.
+    pub fn earliest(&self) -> Instant {
+        [
+            Some(self.next_ping),
+            Some(self.idle_deadline),
+            self.register_deadline,
+            self.drain_close,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(self.idle_deadline)
+    }
+
+    /// Anything heard from the client proves it alive.
+    pub fn heard(&mut self, now: Instant, idle_timeout: Duration) {
+        self.idle_deadline = now + idle_timeout;
+    }
+
+    /// What is due at `now`; a due ping is rescheduled.
+    pub fn due(&mut self, now: Instant, ping_interval: Duration) -> TimerAction {
+        if self.drain_close.is_some_and(|at| now >= at) {
+            TimerAction::CloseForDrain
+        } else if self.register_deadline.is_some_and(|at| now >= at) {
+            TimerAction::CloseUnregistered
+        } else if now >= self.idle_deadline {
+            TimerAction::CloseIdle
+        } else if now >= self.next_ping {
+            self.next_ping = now + ping_interval;
+            TimerAction::Ping
+        } else {
+            TimerAction::Nothing
+        }
+    }
+}
+
 impl Session<'_> {
     async fn read_loop(
         &mut self,
         read_half: &OwnedReadHalf,
         reader: &mut FrameReader,
-        shutdown: &mut watch::Receiver<bool>,
+        draining: &mut watch::Receiver<bool>,
     ) -> Ending {
+        let config = &self.shared.config;
+        let mut timers = Timers::new(Instant::now(), config);
         loop {
             match reader.next_message() {
                 Ok(Some(message)) => {
                     if let Some(ending) = self.handle(message).await {
                         return ending;
+                    }
+                    if self.bound.is_some() {
+                        timers.register_deadline = None;
                     }
                     continue;
                 }
@@ -156,45 +229,82 @@ impl Session<'_> {
                         _ => CloseReason::ProtocolError,
                     };
                     tracing::debug!(conn = self.conn.id, %violation, "closing on protocol violation");
-                    self.conn
-                        .outbox
-                        .close(frame::close(violation.code.0, violation.reason));
-                    return Ending::ServerClosed(reason);
+                    return self.close(violation.code, violation.reason, reason);
                 }
             }
             reader.release_idle_buffer();
-            if *shutdown.borrow() {
-                return self.close_for_shutdown();
+            if timers.drain_close.is_none() && *draining.borrow() {
+                timers.drain_close = Some(Instant::now() + self.shared.drain_delay(self.conn.id));
             }
             let wake = tokio::select! {
                 ready = read_half.readable() => match ready {
                     Ok(()) => Wake::Readable,
                     Err(_) => Wake::SocketError,
                 },
-                _ = shutdown.changed() => Wake::Shutdown,
+                _ = draining.changed(), if timers.drain_close.is_none() => Wake::Draining,
                 _ = writer_ended(&mut self.writer) => Wake::WriterEnded,
+                _ = tokio::time::sleep_until(timers.earliest()) => Wake::Timer,
             };
             match wake {
                 Wake::Readable => {}
                 Wake::SocketError => return Ending::Reset,
-                Wake::Shutdown => return self.close_for_shutdown(),
+                Wake::Draining => continue,
                 Wake::WriterEnded => return Ending::WriterEnded,
+                Wake::Timer => {
+                    match timers.due(Instant::now(), config.ping_interval) {
+                        TimerAction::Nothing => {}
+                        TimerAction::Ping => {
+                            if let Err(QueueError::Full) =
+                                self.conn.outbox.push(self.shared.ping_frame.clone(), None)
+                            {
+                                return self.close_slow();
+                            }
+                        }
+                        TimerAction::CloseIdle => {
+                            return self.close(
+                                CloseCode::IDLE_TIMEOUT,
+                                "idle timeout",
+                                CloseReason::IdleTimeout,
+                            )
+                        }
+                        TimerAction::CloseUnregistered => {
+                            return self.close(
+                                CloseCode::REGISTER_TIMEOUT,
+                                "register timeout",
+                                CloseReason::RegisterTimeout,
+                            )
+                        }
+                        TimerAction::CloseForDrain => {
+                            return self.close(
+                                CloseCode::GOING_AWAY,
+                                "server shutting down",
+                                CloseReason::Shutdown,
+                            )
+                        }
+                    }
+                    continue;
+                }
             }
             match read_half.try_read_buf(reader.read_buffer()) {
                 Ok(0) => return Ending::Reset,
-                Ok(_) => {}
+                Ok(_) => timers.heard(Instant::now(), config.idle_timeout),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(_) => return Ending::Reset,
             }
         }
     }
 
-    fn close_for_shutdown(&self) -> Ending {
-        self.conn.outbox.close(frame::close(
-            CloseCode::GOING_AWAY.0,
-            "server shutting down",
-        ));
-        Ending::ServerClosed(CloseReason::Shutdown)
+    /// Queues a close frame behind what is already queued and ends the read loop.
+    fn close(&self, code: CloseCode, reason: &str, counted_as: CloseReason) -> Ending {
+        self.conn.outbox.close(frame::close(code.0, reason));
+        Ending::ServerClosed(counted_as)
+    }
+
+    fn close_slow(&self) -> Ending {
+        self.conn
+            .outbox
+            .close_slow(frame::close(CloseCode::SLOW_CONSUMER.0, "slow consumer"));
+        Ending::ServerClosed(CloseReason::SlowConsumer)
     }
 
     /// Handles one client message; `Some` ends the read loop.

@@ -10,6 +10,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use subtle::ConstantTimeEq;
 
 use super::response::{empty, text, Body};
+use super::service::{unavailable, RequestContext};
 use crate::gateway::Shared;
 use crate::metrics::PushResult;
 use crate::protocol::push::PushRequest;
@@ -20,9 +21,14 @@ use crate::ws::frame;
 pub const ILLEGAL: &str = "request data illegal";
 
 /// Handles one push request.
-pub async fn handle(request: Request<Incoming>, shared: &Shared) -> Response<Body> {
+pub async fn handle(request: Request<Incoming>, ctx: &RequestContext) -> Response<Body> {
     let started = Instant::now();
-    let (response, result) = respond(request, shared).await;
+    let shared = &ctx.shared;
+    let (response, result) = if ctx.is_draining() && request.method() == Method::POST {
+        (unavailable("shutting down"), PushResult::Overloaded)
+    } else {
+        respond(request, shared).await
+    };
     shared.metrics.push(result);
     shared.metrics.push_duration.record(started.elapsed());
     response
@@ -82,14 +88,13 @@ async fn respond(request: Request<Incoming>, shared: &Shared) -> (Response<Body>
                 PushResult::Ok,
             )
         }
-        Err(refused @ PushRefused::Overloaded) | Err(refused @ PushRefused::ShuttingDown) => {
+        Err(refused) => {
             tracing::debug!(%refused, "push refused");
-            let mut response = text(StatusCode::SERVICE_UNAVAILABLE, refused.to_string());
-            response.headers_mut().insert(
-                hyper::header::RETRY_AFTER,
-                hyper::header::HeaderValue::from_static("1"),
-            );
-            (response, PushResult::Overloaded)
+            let reason = match refused {
+                PushRefused::Overloaded => "shard overloaded",
+                PushRefused::ShuttingDown => "shutting down",
+            };
+            (unavailable(reason), PushResult::Overloaded)
         }
     }
 }

@@ -1,48 +1,66 @@
-//! Routes each HTTP request: the WebSocket upgrade, the push endpoint, metrics and health.
+//! Routes each HTTP request by listener: the public one serves the WebSocket upgrade and
+//! health; the internal one serves pushes, metrics and health. Pushing on the public
+//! listener is opt-in (`--public-push`, which requires push keys).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderValue, CONTENT_TYPE, ORIGIN, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::response::{empty, not_found, text, Body};
 use crate::conn::session;
 use crate::gateway::Shared;
+use crate::metrics::RefusalReason;
 use crate::ws::handshake;
+
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerRole {
+    Public,
+    Internal,
+}
 
 /// What every request handler of one HTTP connection needs.
 #[derive(Clone)]
 pub struct RequestContext {
     pub shared: Arc<Shared>,
-    pub shutdown: watch::Receiver<bool>,
-    /// Held by every connection task; shutdown waits until all clones are dropped.
-    pub alive: mpsc::Sender<()>,
+    /// Turns true when shutdown starts.
+    pub draining: watch::Receiver<bool>,
+    pub role: ListenerRole,
+}
+
+impl RequestContext {
+    pub fn is_draining(&self) -> bool {
+        *self.draining.borrow()
+    }
 }
 
 /// Answers one request.
 pub async fn handle(request: Request<Incoming>, ctx: RequestContext) -> Response<Body> {
     let shared = &ctx.shared;
+    let config = &shared.config;
     let path = request.uri().path();
-    if path == shared.config.ws_path {
-        upgrade(request, ctx)
-    } else if path == shared.config.push_path {
-        super::push::handle(request, shared).await
-    } else if path == shared.config.metrics_path {
-        metrics(&request, shared)
-    } else if path == "/healthz" {
+    let public = ctx.role == ListenerRole::Public;
+    if path == "/healthz" {
         text(StatusCode::OK, "ok\n")
     } else if path == "/readyz" {
-        if *ctx.shutdown.borrow() {
+        if ctx.is_draining() {
             text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
         } else {
             text(StatusCode::OK, "ready\n")
         }
+    } else if public && path == config.ws_path {
+        upgrade(request, ctx)
+    } else if path == config.push_path && (!public || config.public_push) {
+        super::push::handle(request, &ctx).await
+    } else if !public && path == config.metrics_path {
+        metrics(&request, shared)
     } else {
         not_found()
     }
@@ -60,19 +78,52 @@ fn metrics(request: &Request<Incoming>, shared: &Shared) -> Response<Body> {
     response
 }
 
+/// 503 with `Retry-After`, for refusals a client should retry later (or elsewhere).
+pub fn unavailable(reason: &'static str) -> Response<Body> {
+    let mut response = text(StatusCode::SERVICE_UNAVAILABLE, reason);
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+fn origin_allowed(request: &Request<Incoming>, allowed: &[String]) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    match request.headers().get(ORIGIN) {
+        None => true,
+        Some(origin) => allowed
+            .iter()
+            .any(|a| a.trim().as_bytes().eq_ignore_ascii_case(origin.as_bytes())),
+    }
+}
+
 /// Answers the handshake and hands the upgraded socket to a connection session.
 fn upgrade(mut request: Request<Incoming>, ctx: RequestContext) -> Response<Body> {
     if let Err(refusal) = handshake::check(&request) {
         return text(refusal.status(), format!("{refusal}\n"));
     }
-    if *ctx.shutdown.borrow() {
-        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+    let shared = &ctx.shared;
+    if !origin_allowed(&request, &shared.config.allowed_origins) {
+        shared.metrics.refused(RefusalReason::Origin);
+        return text(StatusCode::FORBIDDEN, "origin not allowed\n");
     }
+    if ctx.is_draining() {
+        shared.metrics.refused(RefusalReason::Draining);
+        return unavailable("shutting down\n");
+    }
+    let Some(slot) = shared.reserve_connection() else {
+        shared.metrics.refused(RefusalReason::GlobalCap);
+        return unavailable("connection limit reached\n");
+    };
     let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut request) {
         Ok(parts) => parts,
         Err(error) => return text(StatusCode::BAD_REQUEST, format!("{error}\n")),
     };
-    tokio::spawn(async move {
+    let session_shared = ctx.shared.clone();
+    shared.spawn_session(async move {
+        let _slot = slot;
         let websocket = match upgrade.await {
             Ok(websocket) => websocket,
             Err(error) => {
@@ -90,7 +141,7 @@ fn upgrade(mut request: Request<Incoming>, ctx: RequestContext) -> Response<Body
                 // let the buffer go now rather than keep it for the connection's lifetime.
                 let initial = parts.read_buf.to_vec();
                 drop(parts.read_buf);
-                session::run(stream, initial, ctx.shared, ctx.shutdown, ctx.alive).await;
+                session::run(stream, initial, session_shared, ctx.draining).await;
             }
             Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
         }

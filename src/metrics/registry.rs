@@ -31,6 +31,7 @@ pub mod names {
     pub const OUTBOUND_BYTES: &str = "pushgate_outbound_bytes_total";
     pub const CLOSES: &str = "pushgate_connection_closes_total";
     pub const FRAMES_DROPPED: &str = "pushgate_frames_dropped_total";
+    pub const CONNECTIONS_REFUSED: &str = "pushgate_connections_refused_total";
     pub const FANOUT_LATENCY: &str = "pushgate_fanout_latency_seconds";
     pub const PUSH_DURATION: &str = "pushgate_push_duration_seconds";
 }
@@ -134,10 +135,16 @@ pub enum CloseReason {
     MessageTooBig,
     /// The gateway is shutting down (1001).
     Shutdown,
+    /// Nothing heard from the client within the idle timeout (4002).
+    IdleTimeout,
+    /// No registration within the register timeout (4003).
+    RegisterTimeout,
+    /// The user already holds the most connections allowed (4029).
+    UserCap,
 }
 
 impl CloseReason {
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 10] = [
         Self::Client,
         Self::Reset,
         Self::SlowConsumer,
@@ -145,6 +152,9 @@ impl CloseReason {
         Self::InvalidPayload,
         Self::MessageTooBig,
         Self::Shutdown,
+        Self::IdleTimeout,
+        Self::RegisterTimeout,
+        Self::UserCap,
     ];
     fn label(self) -> &'static str {
         match self {
@@ -155,6 +165,44 @@ impl CloseReason {
             Self::InvalidPayload => "invalid_payload",
             Self::MessageTooBig => "message_too_big",
             Self::Shutdown => "shutdown",
+            Self::IdleTimeout => "idle_timeout",
+            Self::RegisterTimeout => "register_timeout",
+            Self::UserCap => "user_cap",
+        }
+    }
+}
+
+/// Why a connection was refused before it became a WebSocket (or, for `UserCap`, at its
+/// register frame).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalReason {
+    /// `--max-connections` reached (503).
+    GlobalCap,
+    /// `--max-connections-per-user` reached (close 4029).
+    UserCap,
+    /// `accept` failed for lack of file descriptors (503 from the reserve descriptor).
+    FdExhausted,
+    /// Origin not in `--allowed-origins` (403).
+    Origin,
+    /// The gateway is draining (503).
+    Draining,
+}
+
+impl RefusalReason {
+    const ALL: [Self; 5] = [
+        Self::GlobalCap,
+        Self::UserCap,
+        Self::FdExhausted,
+        Self::Origin,
+        Self::Draining,
+    ];
+    fn label(self) -> &'static str {
+        match self {
+            Self::GlobalCap => "global_cap",
+            Self::UserCap => "user_cap",
+            Self::FdExhausted => "fd_exhausted",
+            Self::Origin => "origin",
+            Self::Draining => "draining",
         }
     }
 }
@@ -187,6 +235,7 @@ pub struct Metrics {
     registrations: Vec<Counter>,
     pushes: Vec<Counter>,
     closes: Vec<Counter>,
+    refusals: Vec<Counter>,
     dropped_slow: Counter,
     dropped_closed: Counter,
     shards: Vec<ShardGauges>,
@@ -262,6 +311,11 @@ impl Metrics {
                 "Frames not queued to a matching connection, by reason.",
             ),
             describe(
+                names::CONNECTIONS_REFUSED,
+                None,
+                "Connections refused, by reason.",
+            ),
+            describe(
                 names::FANOUT_LATENCY,
                 Some(Unit::Seconds),
                 "From push accepted to frame written to the socket, per delivery.",
@@ -300,6 +354,10 @@ impl Metrics {
             .iter()
             .map(|r| counter(names::CLOSES, Some(("reason", r.label()))))
             .collect();
+        let refusals = RefusalReason::ALL
+            .iter()
+            .map(|r| counter(names::CONNECTIONS_REFUSED, Some(("reason", r.label()))))
+            .collect();
         let shards = (0..shards)
             .map(|shard| {
                 let labels = || vec![Label::new("shard", shard.to_string())];
@@ -331,6 +389,7 @@ impl Metrics {
             registrations,
             pushes,
             closes,
+            refusals,
             dropped_slow: counter(names::FRAMES_DROPPED, Some(("reason", "slow_consumer"))),
             dropped_closed: counter(names::FRAMES_DROPPED, Some(("reason", "closed"))),
             shards,
@@ -356,6 +415,10 @@ impl Metrics {
 
     pub fn close(&self, reason: CloseReason) {
         self.closes[reason as usize].increment(1);
+    }
+
+    pub fn refused(&self, reason: RefusalReason) {
+        self.refusals[reason as usize].increment(1);
     }
 
     pub fn dropped(&self, reason: DropReason) {

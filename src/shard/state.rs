@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use super::command::{Command, ConnHandle};
 use crate::conn::outbox::QueueError;
-use crate::metrics::{DropReason, Metrics};
+use crate::metrics::{DropReason, Metrics, RefusalReason};
 use crate::ws::close::CloseCode;
 use crate::ws::frame;
 
@@ -23,6 +23,15 @@ struct Binding {
     conn: ConnHandle,
 }
 
+/// Connections among a user's bindings (a connection with two events has two bindings).
+fn distinct_connections(bindings: &[Binding]) -> usize {
+    bindings
+        .iter()
+        .enumerate()
+        .filter(|(i, b)| !bindings[..*i].iter().any(|o| o.conn.id == b.conn.id))
+        .count()
+}
+
 /// The map a shard owns.
 pub struct ShardState {
     users: AHashMap<Arc<str>, Vec<Binding>>,
@@ -30,6 +39,8 @@ pub struct ShardState {
     connections: usize,
     metrics: Arc<Metrics>,
     slow_close_frame: Bytes,
+    /// Most connections one user may hold; 0 means unlimited.
+    max_per_user: usize,
 }
 
 impl ShardState {
@@ -39,7 +50,14 @@ impl ShardState {
             connections: 0,
             metrics,
             slow_close_frame: frame::close(CloseCode::SLOW_CONSUMER.0, "slow consumer"),
+            max_per_user: 0,
         }
+    }
+
+    /// Limits the connections one user may hold (0: unlimited).
+    pub fn with_user_cap(mut self, max_per_user: usize) -> Self {
+        self.max_per_user = max_per_user;
+        self
     }
 
     /// Users with at least one bound connection.
@@ -81,6 +99,14 @@ impl ShardState {
             return;
         }
         if !bindings.iter().any(|b| b.conn.id == conn.id) {
+            if self.max_per_user > 0 && distinct_connections(bindings) >= self.max_per_user {
+                self.metrics.refused(RefusalReason::UserCap);
+                conn.outbox.close(frame::close(
+                    CloseCode::TOO_MANY_CONNECTIONS.0,
+                    "too many connections for this user",
+                ));
+                return;
+            }
             self.connections += 1;
         }
         bindings.push(Binding { event, conn });
@@ -195,6 +221,22 @@ mod tests {
         assert!(slow.outbox.is_closing());
         assert_eq!(s.connections(), 1);
         assert_eq!(fine.outbox.len(), 2);
+    }
+
+    #[test]
+    fn connections_past_the_user_cap_are_closed_with_4029() {
+        let mut s = state().with_user_cap(2);
+        let (a, b, c) = (conn(1, 8), conn(2, 8), conn(3, 8));
+        s.register("u".into(), "e".into(), a.clone());
+        s.register("u".into(), "f".into(), a.clone());
+        s.register("u".into(), "e".into(), b.clone());
+        s.register("u".into(), "e".into(), c.clone());
+        assert_eq!(s.connections(), 2);
+        assert_eq!(c.outbox.close_code(), Some(4029));
+        assert_eq!(s.push("u", "e", &frame::text("m"), Instant::now()), 2);
+        // Another user is not affected.
+        s.register("v".into(), "e".into(), c.clone());
+        assert_eq!(s.users(), 2);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use super::command::Command;
 use super::state::ShardState;
+use crate::config::Config;
 use crate::metrics::{Metrics, ShardGauges};
 
 /// Commands taken from the channel per wake-up.
@@ -19,12 +20,12 @@ const BATCH: usize = 64;
 /// Spawns shard `index`; it runs until every sender is dropped.
 pub fn spawn(
     index: usize,
-    capacity: usize,
+    config: &Config,
     metrics: Arc<Metrics>,
 ) -> (mpsc::Sender<Command>, tokio::task::JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel(capacity);
+    let (tx, rx) = mpsc::channel(config.shard_queue);
     let gauges = metrics.shard(index);
-    let state = ShardState::new(metrics);
+    let state = ShardState::new(metrics).with_user_cap(config.max_connections_per_user);
     let task = tokio::spawn(run(state, rx, gauges));
     (tx, task)
 }

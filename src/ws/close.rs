@@ -19,6 +19,12 @@ impl CloseCode {
     pub const INTERNAL_ERROR: Self = Self(1011);
     /// The connection's outbound queue overflowed: the client reads slower than alerts arrive.
     pub const SLOW_CONSUMER: Self = Self(4001);
+    /// The client sent nothing (no pong, no frame) within the idle timeout.
+    pub const IDLE_TIMEOUT: Self = Self(4002);
+    /// The client did not register within the register timeout.
+    pub const REGISTER_TIMEOUT: Self = Self(4003);
+    /// The user already holds `--max-connections-per-user` connections.
+    pub const TOO_MANY_CONNECTIONS: Self = Self(4029);
 
     /// Whether a peer may put this code in a close frame (RFC 6455 §7.4).
     pub fn may_be_sent_by_peer(self) -> bool {

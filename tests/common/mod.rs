@@ -24,7 +24,10 @@ pub type Ws = WebSocketStream<TcpStream>;
 
 /// A gateway running in this process.
 pub struct Gateway {
+    /// The public listener (WebSockets, health).
     pub addr: SocketAddr,
+    /// The internal listener (pushes, metrics).
+    pub internal: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), pushgate::GatewayError>>>,
 }
@@ -35,14 +38,19 @@ impl Gateway {
     }
 
     pub async fn start_with(config: Config) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listeners = pushgate::Listeners {
+            public: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            internal: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        };
+        let addr = listeners.public.local_addr().unwrap();
+        let internal = listeners.internal.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(pushgate::run(listener, config, async {
+        let task = tokio::spawn(pushgate::run(listeners, config, async {
             let _ = stopped.await;
         }));
         Self {
             addr,
+            internal,
             stop: Some(stop),
             task: Some(task),
         }
@@ -85,7 +93,13 @@ impl Gateway {
         ws
     }
 
+    /// An HTTP client on the internal listener (pushes, metrics).
     pub async fn pusher(&self) -> Pusher {
+        Pusher::connect(self.internal).await
+    }
+
+    /// An HTTP client on the public listener.
+    pub async fn public_http(&self) -> Pusher {
         Pusher::connect(self.addr).await
     }
 
