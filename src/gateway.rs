@@ -316,6 +316,9 @@ impl FdReserve {
 
 async fn serve_http(io: TokioIo<tokio::net::TcpStream>, ctx: RequestContext) {
     let mut draining = ctx.draining.clone();
+    // A connection opened while draining answers one request (a readiness probe, a push
+    // that gets 503) and closes; an older one finishes its request in flight and closes.
+    let already_draining = ctx.is_draining();
     let header_timeout = ctx.shared.config.header_timeout;
     let service = service_fn(move |request| {
         let ctx = ctx.clone();
@@ -324,12 +327,13 @@ async fn serve_http(io: TokioIo<tokio::net::TcpStream>, ctx: RequestContext) {
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
+        .keep_alive(!already_draining)
         .serve_connection(io, service)
         .with_upgrades();
     tokio::pin!(connection);
     tokio::select! {
         _ = connection.as_mut() => {}
-        _ = async { let _ = draining.wait_for(|draining| *draining).await; } => {
+        _ = async { let _ = draining.wait_for(|draining| *draining).await; }, if !already_draining => {
             connection.as_mut().graceful_shutdown();
             let _ = connection.await;
         }

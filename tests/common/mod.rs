@@ -236,6 +236,29 @@ impl Pusher {
         (status, headers, String::from_utf8(body.to_vec()).unwrap())
     }
 
+    /// Like `request`, but `None` when the connection fails or closes instead of a reply.
+    pub async fn try_request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: impl Into<Bytes>,
+    ) -> Option<(StatusCode, String)> {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "pushgate.test")
+            .body(Full::new(body.into()))
+            .unwrap();
+        self.sender.ready().await.ok()?;
+        let response = tokio::time::timeout(WAIT, self.sender.send_request(request))
+            .await
+            .expect("reply within the wait bound")
+            .ok()?;
+        let status = response.status();
+        let body = response.into_body().collect().await.ok()?.to_bytes();
+        Some((status, String::from_utf8(body.to_vec()).unwrap()))
+    }
+
     pub async fn push(&mut self, user: &str, event: &str, message: &str) -> (StatusCode, String) {
         let body = serde_json::json!({ "userId": user, "event": event, "message": message });
         self.request("POST", "/push", &[], body.to_string()).await
@@ -264,4 +287,108 @@ pub fn metric(exposition: &str, series: &str) -> Option<f64> {
         let value = rest.strip_prefix(' ')?;
         value.trim().parse().ok()
     })
+}
+
+/// A `pushgate` process started from the built binary, for what only a real process shows
+/// (signals, file-descriptor limits). Killed on drop.
+pub struct GatewayProcess {
+    pub child: tokio::process::Child,
+    pub addr: SocketAddr,
+    pub internal: SocketAddr,
+}
+
+/// A port free right now on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl GatewayProcess {
+    /// Starts the binary (optionally under `prlimit --nofile=N`) and waits until `/healthz`
+    /// answers on both listeners.
+    pub async fn start(extra_args: &[&str], nofile: Option<u32>) -> Self {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let internal: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let binary = env!("CARGO_BIN_EXE_pushgate");
+        let mut command = match nofile {
+            Some(n) => {
+                let mut c = tokio::process::Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg(binary);
+                c
+            }
+            None => tokio::process::Command::new(binary),
+        };
+        let child = command
+            .args(["--listen", &addr.to_string()])
+            .args(["--internal-listen", &internal.to_string()])
+            .args(extra_args)
+            .args(["--log", "warn"])
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the pushgate binary");
+        let process = Self {
+            child,
+            addr,
+            internal,
+        };
+        for target in [addr, internal] {
+            let deadline = tokio::time::Instant::now() + WAIT;
+            loop {
+                if let Ok(stream) = TcpStream::connect(target).await {
+                    drop(stream);
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "gateway never listened"
+                );
+                tokio::task::yield_now().await;
+            }
+        }
+        process
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub async fn connect(&self) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+        let stream = TcpStream::connect(self.addr).await?;
+        stream.set_nodelay(true)?;
+        tokio_tungstenite::client_async(self.ws_url(), stream)
+            .await
+            .map(|(ws, _)| ws)
+    }
+
+    pub async fn client(&self, token: &str, event: &str) -> Ws {
+        let mut ws = self.connect().await.unwrap();
+        register(&mut ws, token, event).await;
+        ws
+    }
+
+    pub async fn pusher(&self) -> Pusher {
+        Pusher::connect(self.internal).await
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let pid = self.child.id().expect("still running");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, within [`WAIT`].
+    pub async fn wait_exit(&mut self) -> std::process::ExitStatus {
+        tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .expect("gateway exits in time")
+            .unwrap()
+    }
 }

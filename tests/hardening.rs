@@ -1,0 +1,309 @@
+//! Production hardening, over real sockets: listener separation, timers, caps, origins,
+//! header timeouts. (File-descriptor exhaustion and SIGTERM drain run a real process: see
+//! `tests/process.rs`.)
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use hyper::StatusCode;
+use pushgate::Config;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn push_and_metrics_are_not_reachable_on_the_public_listener_by_default() {
+    let gw = Gateway::start().await;
+    let mut public = gw.public_http().await;
+    let body = r#"{"userId":"u","event":"e","message":"m"}"#;
+    let (status, _) = public.request("POST", "/push", &[], body).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = public.request("GET", "/metrics", &[], "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // And the internal listener serves no WebSockets.
+    let (status, _) = gw.pusher().await.request("GET", "/ws", &[], "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    for http in [&mut public, &mut gw.pusher().await] {
+        assert_eq!(
+            http.request("GET", "/healthz", &[], "").await.0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            http.request("GET", "/readyz", &[], "").await.0,
+            StatusCode::OK
+        );
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn public_push_is_opt_in_and_needs_a_key() {
+    let mut config = Config::for_tests();
+    config.public_push = true;
+    config.push_keys = vec!["s3cret".into()];
+    let gw = Gateway::start_with(config).await;
+    let mut client = gw.client("pat", "alarm").await;
+    let mut public = gw.public_http().await;
+    let body = r#"{"userId":"pat","event":"alarm","message":"m"}"#;
+    let (status, reply) = public.request("POST", "/push", &[], body).await;
+    assert_eq!((status, reply.as_str()), (StatusCode::UNAUTHORIZED, ""));
+    let (status, reply) = public
+        .request("POST", "/push", &[("authorization", "Bearer s3cret")], body)
+        .await;
+    assert_eq!(
+        (status, reply.as_str()),
+        (StatusCode::OK, "message sent to 1 clients")
+    );
+    assert_eq!(next_text(&mut client).await, "m");
+    gw.stop().await;
+}
+
+fn timers_config() -> Config {
+    let mut config = Config::for_tests();
+    config.ping_interval = Duration::from_millis(50);
+    config.idle_timeout = Duration::from_millis(300);
+    config.register_timeout = Duration::from_millis(300);
+    config
+}
+
+/// Handshake on a raw socket, for clients that must not answer pings.
+async fn raw_websocket(gw: &Gateway) -> TcpStream {
+    let mut raw = TcpStream::connect(gw.addr).await.unwrap();
+    raw.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut response = Vec::new();
+    let mut byte = [0u8; 1];
+    while !response.ends_with(b"\r\n\r\n") {
+        raw.read_exact(&mut byte).await.unwrap();
+        response.push(byte[0]);
+    }
+    assert!(response.starts_with(b"HTTP/1.1 101"));
+    raw
+}
+
+/// Reads server frames until a close frame; returns (pings seen, close code).
+async fn read_until_close(raw: &mut TcpStream) -> (usize, u16) {
+    let mut pings = 0;
+    loop {
+        let mut header = [0u8; 2];
+        tokio::time::timeout(WAIT, raw.read_exact(&mut header))
+            .await
+            .expect("a frame within the wait bound")
+            .unwrap();
+        let mut payload = vec![0u8; (header[1] & 0x7F) as usize];
+        raw.read_exact(&mut payload).await.unwrap();
+        match header[0] {
+            0x89 => pings += 1,
+            0x88 => return (pings, u16::from_be_bytes([payload[0], payload[1]])),
+            other => panic!("unexpected frame {other:#x}"),
+        }
+    }
+}
+
+fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0x80 | opcode, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+    frame.extend_from_slice(payload);
+    frame
+}
+
+#[tokio::test]
+async fn a_client_that_answers_nothing_is_pinged_then_closed_as_idle() {
+    let gw = Gateway::start_with(timers_config()).await;
+    let mut raw = raw_websocket(&gw).await;
+    raw.write_all(&masked(0x1, br#"{"token":"quinn","event":"alarm"}"#))
+        .await
+        .unwrap();
+    let (pings, code) = read_until_close(&mut raw).await;
+    assert!(pings >= 1, "the server pinged first");
+    assert_eq!(code, 4002);
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"pushgate_connection_closes_total{reason="idle_timeout"}"#
+        ),
+        Some(1.0)
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_answers_pings_stays_open_past_the_idle_timeout() {
+    let gw = Gateway::start_with(timers_config()).await;
+    let mut client = gw.client("rita", "alarm").await;
+    // tungstenite answers each ping with a pong while we read. Twenty pings span well over
+    // the 300 ms idle timeout.
+    let mut pings = 0;
+    while pings < 20 {
+        match next(&mut client).await {
+            Message::Ping(_) => pings += 1,
+            other => panic!("expected pings only, got {other:?}"),
+        }
+        client.flush().await.unwrap();
+    }
+    assert_eq!(gw.pusher().await.push_ok("rita", "alarm", "alive").await, 1);
+    loop {
+        match next(&mut client).await {
+            Message::Text(text) => {
+                assert_eq!(text, "alive");
+                break;
+            }
+            Message::Ping(_) => client.flush().await.unwrap(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_that_never_registers_is_closed_with_4003() {
+    let gw = Gateway::start_with(timers_config()).await;
+    let mut raw = raw_websocket(&gw).await;
+    // Keep answering pings, so only the register timeout can fire.
+    let code = loop {
+        let mut header = [0u8; 2];
+        tokio::time::timeout(WAIT, raw.read_exact(&mut header))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut payload = vec![0u8; (header[1] & 0x7F) as usize];
+        raw.read_exact(&mut payload).await.unwrap();
+        match header[0] {
+            0x89 => raw.write_all(&masked(0xA, &payload)).await.unwrap(),
+            0x88 => break u16::from_be_bytes([payload[0], payload[1]]),
+            other => panic!("unexpected frame {other:#x}"),
+        }
+    };
+    assert_eq!(code, 4003);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn the_global_connection_cap_refuses_with_503_and_recovers() {
+    let mut config = Config::for_tests();
+    config.max_connections = 3;
+    let gw = Gateway::start_with(config).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(gw.connect().await);
+    }
+    let mut public = gw.public_http().await;
+    let upgrade = [
+        ("connection", "Upgrade"),
+        ("upgrade", "websocket"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+    let (status, headers, _) = public.request_full("GET", "/ws", &upgrade, "").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers.get("retry-after").unwrap(), "1");
+    // Existing connections are unaffected.
+    register(&mut held[0], "sam", "alarm").await;
+    assert_eq!(gw.pusher().await.push_ok("sam", "alarm", "m").await, 1);
+    // Closing one frees a slot (the slot is released when its session ends).
+    let mut leaving = held.pop().unwrap();
+    leaving.close(None).await.unwrap();
+    while leaving.next().await.is_some() {}
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let stream = TcpStream::connect(gw.addr).await.unwrap();
+        if tokio_tungstenite::client_async(gw.ws_url(), stream)
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "slot never freed");
+        tokio::task::yield_now().await;
+    }
+    let metrics = gw.metrics().await;
+    assert!(
+        metric(
+            &metrics,
+            r#"pushgate_connections_refused_total{reason="global_cap"}"#
+        ) >= Some(1.0)
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn the_per_user_cap_closes_the_extra_connection_with_4029() {
+    let mut config = Config::for_tests();
+    config.max_connections_per_user = 2;
+    let gw = Gateway::start_with(config).await;
+    let mut first = gw.client("tom", "alarm").await;
+    let _second = gw.client("tom", "alarm").await;
+    let mut third = gw.connect().await;
+    third
+        .send(Message::Text(r#"{"token":"tom","event":"alarm"}"#.into()))
+        .await
+        .unwrap();
+    match next(&mut third).await {
+        Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 4029),
+        other => panic!("expected close 4029, got {other:?}"),
+    }
+    let _other_user = gw.client("uma", "alarm").await;
+    assert_eq!(gw.pusher().await.push_ok("tom", "alarm", "m").await, 2);
+    assert_eq!(next_text(&mut first).await, "m");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn origins_outside_the_allowlist_are_refused_with_403() {
+    let mut config = Config::for_tests();
+    config.allowed_origins = vec!["https://app.example.com".into()];
+    let gw = Gateway::start_with(config).await;
+    let mut public = gw.public_http().await;
+    let handshake = |origin: Option<&'static str>| {
+        let mut headers = vec![
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ];
+        if let Some(origin) = origin {
+            headers.push(("origin", origin));
+        }
+        headers
+    };
+    let (status, _) = public
+        .request(
+            "GET",
+            "/ws",
+            &handshake(Some("https://evil.example.net")),
+            "",
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    for origin in [Some("https://app.example.com"), None] {
+        let (status, _) = gw
+            .public_http()
+            .await
+            .request("GET", "/ws", &handshake(origin), "")
+            .await;
+        assert_eq!(status, StatusCode::SWITCHING_PROTOCOLS, "{origin:?}");
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    let mut config = Config::for_tests();
+    config.header_timeout = Duration::from_millis(200);
+    let gw = Gateway::start_with(config).await;
+    let mut raw = TcpStream::connect(gw.addr).await.unwrap();
+    raw.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(WAIT, raw.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the gateway closed the connection");
+    gw.stop().await;
+}

@@ -1,0 +1,158 @@
+//! What only a real process shows: running out of file descriptors, and SIGTERM drain.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_file_descriptors_refuses_cleanly_and_recovers() {
+    let mut gw = GatewayProcess::start(&["--max-connections", "1000"], Some(64)).await;
+    let mut pusher = gw.pusher().await;
+    let mut kept = gw.client("keeper", "alarm").await;
+    let mut clients = Vec::new();
+    let mut refused = None;
+    for attempt in 0..200 {
+        match gw.connect().await {
+            Ok(ws) => clients.push(ws),
+            Err(WsError::Http(response)) => {
+                refused = Some(response.status().as_u16());
+                break;
+            }
+            Err(other) => panic!("attempt {attempt}: expected a 503, got {other}"),
+        }
+    }
+    assert_eq!(
+        refused,
+        Some(503),
+        "connections are refused with 503 at the limit"
+    );
+    // The gateway still serves its existing clients.
+    assert_eq!(pusher.push_ok("keeper", "alarm", "still served").await, 1);
+    assert_eq!(next_text(&mut kept).await, "still served");
+    // Free some descriptors: new connections are accepted again.
+    for mut ws in clients.drain(..10) {
+        ws.close(None).await.unwrap();
+        while ws.next().await.is_some() {}
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut again = loop {
+        if let Ok(ws) = gw.connect().await {
+            break ws;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never accepted again"
+        );
+        tokio::task::yield_now().await;
+    };
+    register(&mut again, "keeper", "alarm").await;
+    assert_eq!(pusher.push_ok("keeper", "alarm", "recovered").await, 2);
+    assert_eq!(next_text(&mut again).await, "recovered");
+    let (_, metrics) = pusher.request("GET", "/metrics", &[], "").await;
+    assert!(
+        metric(
+            &metrics,
+            r#"pushgate_connections_refused_total{reason="fd_exhausted"}"#
+        ) >= Some(1.0)
+    );
+    assert!(gw.child.try_wait().unwrap().is_none(), "still running");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_every_client_with_1001_and_loses_no_answered_push() {
+    const USERS: usize = 20;
+    let mut gw = GatewayProcess::start(
+        &["--drain-window", "300ms", "--shutdown-timeout", "5s"],
+        None,
+    )
+    .await;
+    let mut clients = Vec::new();
+    for user in 0..USERS {
+        clients.push(gw.client(&format!("d{user}"), "alarm").await);
+    }
+    // Pushes answered 200, per user.
+    let answered: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let pushing = tokio::spawn({
+        let answered = answered.clone();
+        let internal = gw.internal;
+        async move {
+            let mut pusher = Pusher::connect(internal).await;
+            for i in 0.. {
+                let user = format!("d{}", i % USERS);
+                let body =
+                    serde_json::json!({"userId": user, "event": "alarm", "message": i.to_string()});
+                // The connection closes when draining ends; then pushing stops.
+                let Some((status, reply)) =
+                    pusher.try_request("POST", "/push", body.to_string()).await
+                else {
+                    return i;
+                };
+                match status.as_u16() {
+                    200 => {
+                        assert_eq!(reply, "message sent to 1 clients");
+                        *answered.lock().unwrap().entry(user).or_default() += 1;
+                    }
+                    503 => return i,
+                    other => panic!("unexpected status {other}"),
+                }
+            }
+            unreachable!()
+        }
+    });
+    // Let some pushes through before the signal.
+    let first = next_text(&mut clients[0]).await;
+    assert_eq!(first, "0");
+    gw.terminate();
+    // Readiness fails at once (a new connection per probe, as a load balancer does).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        // A probe connection accepted just before the signal may be closed unanswered by the
+        // graceful shutdown of idle connections; a load balancer retries, and so do we.
+        let mut probe = gw.pusher().await;
+        if let Some((status, _)) = probe.try_request("GET", "/readyz", "").await {
+            if status.as_u16() == 503 {
+                break;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "readiness never failed"
+        );
+    }
+    let pushes = tokio::time::timeout(WAIT, pushing).await.unwrap().unwrap();
+    assert!(pushes > 0);
+    let mut received: HashMap<String, usize> = HashMap::new();
+    for (user, mut ws) in clients.into_iter().enumerate() {
+        let user = format!("d{user}");
+        if user == "d0" {
+            *received.entry(user.clone()).or_default() += 1; // the one read above
+        }
+        loop {
+            match next(&mut ws).await {
+                Message::Text(_) => *received.entry(user.clone()).or_default() += 1,
+                Message::Close(Some(frame)) => {
+                    assert_eq!(frame.code, CloseCode::Away, "{user}");
+                    break;
+                }
+                Message::Ping(_) | Message::Pong(_) => {}
+                other => panic!("{user}: unexpected {other:?}"),
+            }
+        }
+    }
+    let answered = answered.lock().unwrap().clone();
+    for user in (0..USERS).map(|u| format!("d{u}")) {
+        assert_eq!(
+            received.get(&user).copied().unwrap_or(0),
+            answered.get(&user).copied().unwrap_or(0),
+            "{user}: every push answered 200 was delivered before the close"
+        );
+    }
+    let status = gw.wait_exit().await;
+    assert!(status.success(), "{status:?}");
+}
