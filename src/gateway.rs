@@ -341,6 +341,29 @@ async fn serve_http(io: TokioIo<tokio::net::TcpStream>, ctx: RequestContext) {
 }
 
 #[cfg(test)]
+impl Shared {
+    /// A `Shared` with default configuration and one idle shard, for unit tests.
+    pub(crate) fn for_tests() -> Arc<Self> {
+        let config = Config::for_tests();
+        let metrics = Arc::new(Metrics::new(1));
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        Arc::new(Self {
+            push_keys: Vec::new(),
+            router: Router::new(vec![tx]),
+            ping_frame: frame::ping(b""),
+            open_connections: AtomicUsize::new(0),
+            connection_cap: 1,
+            conn_ids: AtomicU64::new(1),
+            drain_seed: 0,
+            sessions: TaskTracker::new(),
+            metrics,
+            auth: Arc::new(IdentityAuthenticator),
+            config,
+        })
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -91,7 +91,8 @@ pub async fn run(
     let ending = session
         .read_loop(&read_half, &mut reader, &mut draining)
         .await;
-    session.unbind().await;
+    // Rare paths are boxed so that their state does not size every idle connection's task.
+    Box::pin(session.unbind()).await;
     let reason = match ending {
         Ending::ClientClosed => CloseReason::Client,
         Ending::Reset => {
@@ -111,7 +112,11 @@ pub async fn run(
         let _ = writer_task.await;
     }
     if matches!(ending, Ending::ServerClosed(_) | Ending::WriterEnded) {
-        let _ = tokio::time::timeout(CLOSE_LINGER, linger(&read_half, &mut reader)).await;
+        let _ = Box::pin(tokio::time::timeout(
+            CLOSE_LINGER,
+            linger(&read_half, &mut reader),
+        ))
+        .await;
     }
 }
 
@@ -213,7 +218,7 @@ impl Session<'_> {
         loop {
             match reader.next_message() {
                 Ok(Some(message)) => {
-                    if let Some(ending) = self.handle(message).await {
+                    if let Some(ending) = Box::pin(self.handle(message)).await {
                         return ending;
                     }
                     if self.bound.is_some() {
@@ -429,5 +434,20 @@ mod tests {
         let outbox = std::mem::size_of::<crate::conn::outbox::Outbox>();
         assert!(reader <= 64, "FrameReader is {reader} bytes");
         assert!(outbox <= 256, "Outbox is {outbox} bytes");
+    }
+
+    #[tokio::test]
+    async fn an_idle_session_task_stays_small() {
+        // The session future's size is paid by every idle connection (docs/PERFORMANCE.md,
+        // idle target): rare paths are boxed to keep it down.
+        let shared = crate::gateway::Shared::for_tests();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let session = super::run(stream, Vec::new(), shared, rx);
+        let size = std::mem::size_of_val(&session);
+        assert!(size <= 1024, "session future is {size} bytes");
     }
 }

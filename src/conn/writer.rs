@@ -33,7 +33,8 @@ pub async fn run(mut sink: OwnedWriteHalf, outbox: Arc<Outbox>, metrics: Arc<Met
                 let written = tokio::select! {
                     biased;
                     _ = outbox.aborted() => Err(io::Error::other("slow consumer")),
-                    result = write_batch(sink.as_ref(), &batch) => result,
+                    // Boxed: the write path's state would otherwise size every idle writer.
+                    result = Box::pin(write_batch(sink.as_ref(), &batch)) => result,
                 };
                 match written {
                     Ok(bytes) => record_delivery(&metrics, &batch, bytes),
@@ -68,9 +69,13 @@ fn record_delivery(metrics: &Metrics, batch: &[Queued], bytes: usize) {
             delivered += 1;
         }
     }
-    metrics.frames_written.increment(delivered);
     metrics.outbound_bytes.increment(bytes as u64);
-    metrics.writes.increment(1);
+    // Writes and frames count pushed frames only, so that their ratio is the coalescing
+    // factor; pings and pongs show in the bytes.
+    if delivered > 0 {
+        metrics.frames_written.increment(delivered);
+        metrics.writes.increment(1);
+    }
 }
 
 /// Writes every frame of `batch` in order, coalescing them into vectored writes. The slices

@@ -297,7 +297,7 @@ impl Metrics {
             describe(
                 names::SOCKET_WRITES,
                 None,
-                "Vectored socket writes (each carries one or more frames).",
+                "Vectored socket writes carrying pushed frames (frames written / writes = coalescing).",
             ),
             describe(
                 names::OUTBOUND_BYTES,

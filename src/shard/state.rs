@@ -91,7 +91,11 @@ impl ShardState {
 
     /// Binds `conn` to (user, event); binding the same pair twice is a no-op.
     pub fn register(&mut self, user: Arc<str>, event: Box<str>, conn: ConnHandle) {
-        let bindings = self.users.entry(user).or_default();
+        // Most users hold one connection: start at one slot, not Vec's default of four.
+        let bindings = self
+            .users
+            .entry(user)
+            .or_insert_with(|| Vec::with_capacity(1));
         if bindings
             .iter()
             .any(|b| b.conn.id == conn.id && b.event == event)
