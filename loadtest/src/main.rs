@@ -42,7 +42,7 @@ struct Cli {
 #[command(next_help_heading = "Common options (any mode)")]
 struct Common {
     /// Base URL of the push endpoint.
-    #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
+    #[arg(long, global = true, default_value = "http://127.0.0.1:8081")]
     url: String,
     /// WebSocket URL the clients connect to (ws:// only).
     #[arg(long, global = true, default_value = "ws://127.0.0.1:8080/ws")]
