@@ -332,7 +332,11 @@ async fn serve_http(io: TokioIo<tokio::net::TcpStream>, ctx: RequestContext) {
         .with_upgrades();
     tokio::pin!(connection);
     tokio::select! {
-        _ = connection.as_mut() => {}
+        result = connection.as_mut() => {
+            if let Err(error) = result {
+                tracing::debug!(%error, "http connection ended with an error");
+            }
+        }
         _ = async { let _ = draining.wait_for(|draining| *draining).await; }, if !already_draining => {
             connection.as_mut().graceful_shutdown();
             let _ = connection.await;

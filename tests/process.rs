@@ -12,7 +12,13 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_file_descriptors_refuses_cleanly_and_recovers() {
-    let mut gw = GatewayProcess::start(&["--max-connections", "1000"], Some(64)).await;
+    // hyper closes keep-alive connections idle for the header timeout; the pusher opened
+    // before the descriptors run out must outlive a slow run.
+    let mut gw = GatewayProcess::start(
+        &["--max-connections", "1000", "--header-timeout", "5m"],
+        Some(64),
+    )
+    .await;
     let mut pusher = gw.pusher().await;
     let mut kept = gw.client("keeper", "alarm").await;
     let mut clients = Vec::new();
@@ -52,6 +58,8 @@ async fn out_of_file_descriptors_refuses_cleanly_and_recovers() {
         tokio::task::yield_now().await;
     };
     register(&mut again, "keeper", "alarm").await;
+    // Descriptors are free again: new pusher connections work too.
+    let mut pusher = gw.pusher().await;
     assert_eq!(pusher.push_ok("keeper", "alarm", "recovered").await, 2);
     assert_eq!(next_text(&mut again).await, "recovered");
     let (_, metrics) = pusher.request("GET", "/metrics", &[], "").await;

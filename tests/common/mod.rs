@@ -297,21 +297,12 @@ pub struct GatewayProcess {
     pub internal: SocketAddr,
 }
 
-/// A port free right now on loopback.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl GatewayProcess {
-    /// Starts the binary (optionally under `prlimit --nofile=N`) and waits until `/healthz`
-    /// answers on both listeners.
+    /// Starts the binary (optionally under `prlimit --nofile=N`) on ports the kernel picks,
+    /// and waits for its "listening" log line, which names them. (Picking free ports first
+    /// and passing them races with other tests doing the same.)
     pub async fn start(extra_args: &[&str], nofile: Option<u32>) -> Self {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let internal: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        use tokio::io::AsyncBufReadExt;
         let binary = env!("CARGO_BIN_EXE_pushgate");
         let mut command = match nofile {
             Some(n) => {
@@ -321,35 +312,43 @@ impl GatewayProcess {
             }
             None => tokio::process::Command::new(binary),
         };
-        let child = command
-            .args(["--listen", &addr.to_string()])
-            .args(["--internal-listen", &internal.to_string()])
+        let mut child = command
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--internal-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--log", "info", "--log-format", "json"])
             .args(extra_args)
-            .args(["--log", "warn"])
             .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("start the pushgate binary");
-        let process = Self {
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let (addr, internal) = tokio::time::timeout(WAIT, async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                let fields = &entry["fields"];
+                if fields["message"] == "pushgate listening" {
+                    let parse = |key: &str| fields[key].as_str().unwrap().parse().unwrap();
+                    return (parse("public"), parse("internal"));
+                }
+            }
+            panic!("the gateway exited before listening");
+        })
+        .await
+        .expect("the gateway listens in time");
+        // Keep draining its log so that the pipe never fills.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self {
             child,
             addr,
             internal,
-        };
-        for target in [addr, internal] {
-            let deadline = tokio::time::Instant::now() + WAIT;
-            loop {
-                if let Ok(stream) = TcpStream::connect(target).await {
-                    drop(stream);
-                    break;
-                }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "gateway never listened"
-                );
-                tokio::task::yield_now().await;
-            }
         }
-        process
     }
 
     pub fn ws_url(&self) -> String {
