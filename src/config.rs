@@ -17,6 +17,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// How a register frame's token becomes a userID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// The userID is the token (the old server's default).
+    Identity,
+    /// Tokens listed in `--static-tokens`, reloaded on SIGHUP.
+    Static,
+    /// Signed JWTs verified with `--jwt-key`.
+    Jwt,
+}
+
 fn duration(value: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(value)
 }
@@ -120,6 +131,69 @@ pub struct Config {
     #[arg(long, env = "PUSHGATE_PUSH_KEYS_FILE")]
     pub push_keys_file: Option<PathBuf>,
 
+    /// How register tokens are authenticated.
+    #[arg(long, env = "PUSHGATE_AUTH", value_enum, default_value_t = AuthMode::Identity)]
+    pub auth: AuthMode,
+
+    /// With `--auth static`: file of `token userId` lines (`#` comments), reloaded on SIGHUP.
+    #[arg(long, env = "PUSHGATE_STATIC_TOKENS")]
+    pub static_tokens: Option<PathBuf>,
+
+    /// With `--auth jwt`: a verification key as `KID=ALG:PATH` (ALG: HS256, RS256, ES256; an
+    /// HS256 file holds the secret, RS256/ES256 files a PEM public key). Repeat for rotation;
+    /// tokens without `kid` use the key named `default`.
+    #[arg(long = "jwt-key", env = "PUSHGATE_JWT_KEYS", value_delimiter = ',')]
+    pub jwt_keys: Vec<String>,
+
+    /// With `--auth jwt`: required `aud` claim.
+    #[arg(long, env = "PUSHGATE_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// With `--auth jwt`: required `iss` claim.
+    #[arg(long, env = "PUSHGATE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// With `--auth jwt`: the claim holding the userID.
+    #[arg(long, env = "PUSHGATE_JWT_USER_CLAIM", default_value = "sub")]
+    pub jwt_user_claim: String,
+
+    /// With `--auth jwt`: clock skew allowed on `exp` and `nbf`.
+    #[arg(long, env = "PUSHGATE_JWT_LEEWAY", default_value = "30s", value_parser = duration)]
+    pub jwt_leeway: Duration,
+
+    /// With `--auth jwt`: close a connection when its token expires (4408).
+    #[arg(long, env = "PUSHGATE_JWT_CLOSE_ON_EXPIRY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub jwt_close_on_expiry: bool,
+
+    /// Most pushes in one `POST /api/v2/batch`.
+    #[arg(long, env = "PUSHGATE_MAX_BATCH", default_value_t = 1000)]
+    pub max_batch: usize,
+
+    /// `POST /api/v2/alertmanager`: the alert label naming its users (comma-separated).
+    #[arg(long, env = "PUSHGATE_ALERTMANAGER_USER_LABEL", default_value = "user")]
+    pub alertmanager_user_label: String,
+
+    /// `POST /api/v2/alertmanager`: the alert label naming the event.
+    #[arg(
+        long,
+        env = "PUSHGATE_ALERTMANAGER_EVENT_LABEL",
+        default_value = "alertname"
+    )]
+    pub alertmanager_event_label: String,
+
+    /// `POST /api/v2/alertmanager`: users of a receiver, as `RECEIVER=U1,U2` (repeatable;
+    /// in the environment, separate entries with `;`).
+    #[arg(
+        long = "alertmanager-receiver",
+        env = "PUSHGATE_ALERTMANAGER_RECEIVERS",
+        value_delimiter = ';'
+    )]
+    pub alertmanager_receivers: Vec<String>,
+
+    /// Serve the demo alert page at `/demo` on the public listener.
+    #[arg(long, env = "PUSHGATE_DEMO")]
+    pub demo: bool,
+
     /// Origins allowed to open a WebSocket, comma-separated (e.g. `https://app.example.com`).
     /// Empty: any origin, as the old server did (a warning is logged when the public listener
     /// is not loopback). Requests without an Origin header (non-browser clients) are allowed.
@@ -146,6 +220,17 @@ pub struct Config {
     /// Log filter (tracing-subscriber syntax, e.g. `info` or `pushgate=debug`).
     #[arg(long, env = "PUSHGATE_LOG", default_value = "info")]
     pub log: String,
+
+    /// NATS server URLs, comma-separated (e.g. `nats://10.0.0.5:4222`): turns cluster mode on,
+    /// where a push reaches matching connections on every node (docs/CLUSTER.md). Empty: a
+    /// single node.
+    #[arg(long, env = "PUSHGATE_NATS_URL", value_delimiter = ',')]
+    pub nats_url: Vec<String>,
+
+    /// Cluster mode: how long a push waits for other nodes' counts before answering with
+    /// what it has (and `X-Pushgate-Partial: true`).
+    #[arg(long, env = "PUSHGATE_CLUSTER_REPLY_TIMEOUT", default_value = "50ms", value_parser = duration)]
+    pub cluster_reply_timeout: Duration,
 }
 
 /// A configuration that parses but cannot run.
@@ -171,6 +256,10 @@ pub enum ConfigError {
     IdleShorterThanPing,
     #[error("--shutdown-timeout must be longer than --drain-window")]
     ShutdownShorterThanDrain,
+    #[error("{0} is required")]
+    Missing(&'static str),
+    #[error("{path}: {reason}")]
+    File { path: String, reason: String },
 }
 
 impl Config {
@@ -231,6 +320,9 @@ impl Config {
         }
         if self.shutdown_timeout <= self.drain_window {
             return Err(ConfigError::ShutdownShorterThanDrain);
+        }
+        if self.cluster_reply_timeout.is_zero() {
+            return Err(ConfigError::Zero("--cluster-reply-timeout"));
         }
         Ok(())
     }

@@ -22,11 +22,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{Authenticator, IdentityAuthenticator};
+use crate::auth::Authenticator;
+use crate::cluster::{Cluster, ClusterError, Delivery};
 use crate::config::{Config, ConfigError};
 use crate::http::service::{self, ListenerRole, RequestContext};
 use crate::metrics::{Metrics, RefusalReason, UPKEEP_INTERVAL};
-use crate::shard::{self, Router};
+use crate::shard::{self, PushRefused, Router, UserHook};
 use crate::ws::frame;
 
 /// The two sockets the gateway serves: the public one (WebSockets, health) and the internal
@@ -52,6 +53,8 @@ impl Listeners {
 pub struct Shared {
     pub config: Config,
     pub router: Router,
+    /// Cluster mode (`--nats-url`): pushes also reach the other nodes.
+    pub cluster: Option<Cluster>,
     pub metrics: Arc<Metrics>,
     pub auth: Arc<dyn Authenticator>,
     pub push_keys: Vec<Vec<u8>>,
@@ -68,6 +71,32 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Delivers a push to every matching connection: this node's, and in cluster mode every
+    /// other node's. Every push endpoint goes through here.
+    pub async fn deliver(
+        &self,
+        user: String,
+        event: String,
+        frame: Bytes,
+        accepted_at: Instant,
+    ) -> Result<Delivery, PushRefused> {
+        match &self.cluster {
+            Some(cluster) => {
+                cluster
+                    .deliver(&self.router, user, event, frame, accepted_at)
+                    .await
+            }
+            None => {
+                let sent = self.router.push(user, event, frame, accepted_at).await?;
+                Ok(Delivery {
+                    local: sent,
+                    sent,
+                    partial: false,
+                })
+            }
+        }
+    }
+
     pub fn next_conn_id(&self) -> u64 {
         self.conn_ids.fetch_add(1, Ordering::Relaxed)
     }
@@ -125,15 +154,18 @@ fn splitmix64(mut x: u64) -> u64 {
 pub enum GatewayError {
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),
+    #[error("cluster mode: {0}")]
+    Cluster(#[from] ClusterError),
 }
 
-/// Runs the gateway with the default (identity) authenticator until `shutdown` resolves.
+/// Runs the gateway with the authenticator `--auth` selects until `shutdown` resolves.
 pub async fn run(
     listeners: Listeners,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), GatewayError> {
-    run_with_auth(listeners, config, Arc::new(IdentityAuthenticator), shutdown).await
+    let auth = crate::auth::from_config(&config)?;
+    run_with_auth(listeners, config, auth, shutdown).await
 }
 
 /// Runs the gateway with a given authenticator until `shutdown` resolves.
@@ -146,8 +178,18 @@ pub async fn run_with_auth(
     config.validate()?;
     let shard_count = config.shard_count();
     let metrics = Arc::new(Metrics::new(shard_count));
+    // Cluster mode: the shards report users' first and last bindings to `interest`.
+    let (interest, changes) = if config.nats_url.is_empty() {
+        (None, None)
+    } else {
+        let (interest, changes) = Cluster::interest();
+        (Some(interest), Some(changes))
+    };
     let (senders, shard_tasks): (Vec<_>, Vec<_>) = (0..shard_count)
-        .map(|index| shard::task::spawn(index, &config, metrics.clone()))
+        .map(|index| {
+            let hook = interest.clone().map(|i| i as Arc<dyn UserHook>);
+            shard::task::spawn(index, &config, metrics.clone(), hook)
+        })
         .unzip();
     let upkeep = tokio::spawn({
         let metrics = metrics.clone();
@@ -160,9 +202,17 @@ pub async fn run_with_auth(
         }
     });
     warn_about_exposure(&config, &listeners);
+    let router = Router::new(senders);
+    let cluster = match (interest, changes) {
+        (Some(interest), Some(changes)) => {
+            Some(Cluster::start(&config, interest, changes, router.clone(), metrics.clone()).await?)
+        }
+        _ => None,
+    };
     let shared = Arc::new(Shared {
         push_keys: config.load_push_keys()?,
-        router: Router::new(senders),
+        router,
+        cluster,
         ping_frame: frame::ping(b""),
         open_connections: AtomicUsize::new(0),
         connection_cap: config.connection_cap(),
@@ -175,6 +225,7 @@ pub async fn run_with_auth(
         auth,
         config,
     });
+    let reloader = tokio::spawn(reload_on_sighup(shared.auth.clone()));
     let (draining_tx, draining) = watch::channel(false);
     let context = |role| RequestContext {
         shared: shared.clone(),
@@ -212,11 +263,29 @@ pub async fn run_with_auth(
     public.abort();
     internal.abort();
     upkeep.abort();
+    if let Some(cluster) = &shared.cluster {
+        cluster.leave().await;
+    }
+    reloader.abort();
     for task in shard_tasks {
         task.abort();
     }
     tracing::info!(elapsed = ?started.elapsed(), "shutdown complete");
     Ok(())
+}
+
+/// Re-reads the authenticator's files on SIGHUP; connections already bound are kept.
+async fn reload_on_sighup(auth: Arc<dyn Authenticator>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match auth.reload() {
+            Ok(()) => tracing::info!("SIGHUP: authenticator reloaded"),
+            Err(error) => tracing::warn!(%error, "SIGHUP: reload failed, keeping the old tokens"),
+        }
+    }
 }
 
 fn addr(listener: &TcpListener) -> String {
@@ -354,6 +423,7 @@ impl Shared {
         Arc::new(Self {
             push_keys: Vec::new(),
             router: Router::new(vec![tx]),
+            cluster: None,
             ping_frame: frame::ping(b""),
             open_connections: AtomicUsize::new(0),
             connection_cap: 1,
@@ -361,7 +431,7 @@ impl Shared {
             drain_seed: 0,
             sessions: TaskTracker::new(),
             metrics,
-            auth: Arc::new(IdentityAuthenticator),
+            auth: Arc::new(crate::auth::IdentityAuthenticator),
             config,
         })
     }

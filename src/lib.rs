@@ -21,6 +21,7 @@
 #![deny(unsafe_code)]
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod gateway;

@@ -2,9 +2,11 @@
 //! the gateway until SIGINT or SIGTERM.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use pushgate::auth::Authenticator;
 use pushgate::config::{Config, LogFormat};
 use pushgate::gateway::Listeners;
 
@@ -28,8 +30,15 @@ fn main() -> ExitCode {
         eprintln!("error: {error}");
         return ExitCode::from(EX_USAGE);
     }
+    let auth = match pushgate::auth::from_config(&config) {
+        Ok(auth) => auth,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
     init_logging(&config);
-    match serve(config) {
+    match serve(config, auth) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
@@ -52,7 +61,7 @@ fn init_logging(config: &Config) {
     }
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
+fn serve(config: Config, auth: Arc<dyn Authenticator>) -> anyhow::Result<()> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(workers) = config.worker_threads {
         builder.worker_threads(workers);
@@ -65,7 +74,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let listeners = Listeners::bind(&config)
             .await
             .with_context(|| format!("binding {} and {}", config.listen, config.internal_listen))?;
-        pushgate::run(listeners, config, shutdown_signal()).await?;
+        pushgate::run_with_auth(listeners, config, auth, shutdown_signal()).await?;
         Ok(())
     })
 }

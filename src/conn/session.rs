@@ -21,6 +21,7 @@ use tokio::time::Instant;
 
 use super::outbox::{Outbox, QueueError};
 use super::writer;
+use crate::auth::{AuthError, RejectReason};
 use crate::gateway::Shared;
 use crate::metrics::{CloseReason, RegisterResult};
 use crate::protocol::register::{RegisterError, RegisterFrame};
@@ -85,6 +86,7 @@ pub async fn run(
         },
         shared: &shared,
         bound: None,
+        token_expiry: None,
         writer: Some(writer_task),
     };
     let mut reader = FrameReader::with_initial(shared.config.max_message_size, initial);
@@ -103,6 +105,7 @@ pub async fn run(
         Ending::WriterEnded => match session.conn.outbox.close_code().map(CloseCode) {
             Some(CloseCode::SLOW_CONSUMER) => CloseReason::SlowConsumer,
             Some(CloseCode::TOO_MANY_CONNECTIONS) => CloseReason::UserCap,
+            Some(CloseCode::DISCONNECTED) => CloseReason::Disconnected,
             _ => CloseReason::Reset,
         },
     };
@@ -124,6 +127,8 @@ struct Session<'a> {
     conn: ConnHandle,
     shared: &'a Shared,
     bound: Option<Bound>,
+    /// When the earliest token this connection registered with expires.
+    token_expiry: Option<Instant>,
     /// The writer task, until it has been seen to end.
     writer: Option<tokio::task::JoinHandle<()>>,
 }
@@ -147,6 +152,7 @@ pub struct Timers {
     pub next_ping: Instant,
     pub idle_deadline: Instant,
     pub register_deadline: Option<Instant>,
+    pub token_expiry: Option<Instant>,
     pub drain_close: Option<Instant>,
 }
 
@@ -157,6 +163,7 @@ pub enum TimerAction {
     Ping,
     CloseIdle,
     CloseUnregistered,
+    CloseExpired,
     CloseForDrain,
 }
 
@@ -166,6 +173,7 @@ impl Timers {
             next_ping: now + config.ping_interval,
             idle_deadline: now + config.idle_timeout,
             register_deadline: Some(now + config.register_timeout),
+            token_expiry: None,
             drain_close: None,
         }
     }
@@ -176,6 +184,7 @@ impl Timers {
             Some(self.next_ping),
             Some(self.idle_deadline),
             self.register_deadline,
+            self.token_expiry,
             self.drain_close,
         ]
         .into_iter()
@@ -195,6 +204,8 @@ impl Timers {
             TimerAction::CloseForDrain
         } else if self.register_deadline.is_some_and(|at| now >= at) {
             TimerAction::CloseUnregistered
+        } else if self.token_expiry.is_some_and(|at| now >= at) {
+            TimerAction::CloseExpired
         } else if now >= self.idle_deadline {
             TimerAction::CloseIdle
         } else if now >= self.next_ping {
@@ -224,6 +235,7 @@ impl Session<'_> {
                     if self.bound.is_some() {
                         timers.register_deadline = None;
                     }
+                    timers.token_expiry = self.token_expiry;
                     continue;
                 }
                 Ok(None) => {}
@@ -279,6 +291,13 @@ impl Session<'_> {
                                 CloseReason::RegisterTimeout,
                             )
                         }
+                        TimerAction::CloseExpired => {
+                            return self.close(
+                                CloseCode::TOKEN_EXPIRED,
+                                "token expired",
+                                CloseReason::TokenExpired,
+                            )
+                        }
                         TimerAction::CloseForDrain => {
                             return self.close(
                                 CloseCode::GOING_AWAY,
@@ -315,7 +334,7 @@ impl Session<'_> {
     /// Handles one client message; `Some` ends the read loop.
     async fn handle(&mut self, message: Message) -> Option<Ending> {
         match message {
-            Message::Text(text) => self.register(text.as_bytes()).await,
+            Message::Text(text) => return self.register(text.as_bytes()).await,
             Message::Binary(_) => self.shared.metrics.registration(RegisterResult::Binary),
             Message::Ping(payload) => {
                 let pong = frame::encode(OpCode::Pong, &payload);
@@ -342,55 +361,108 @@ impl Session<'_> {
         None
     }
 
-    async fn register(&mut self, text: &[u8]) {
+    /// Handles a register frame; `Some` ends the read loop (a refused token, when the client
+    /// asked for an ack, is answered and closed with 4401).
+    async fn register(&mut self, text: &[u8]) -> Option<Ending> {
         let metrics = &self.shared.metrics;
         let frame = match RegisterFrame::parse(text) {
             Ok(frame) => frame,
             Err(RegisterError::Malformed) => {
-                return metrics.registration(RegisterResult::Malformed)
+                metrics.registration(RegisterResult::Malformed);
+                return None;
             }
-            Err(RegisterError::EmptyField) => {
-                return metrics.registration(RegisterResult::EmptyField)
+            Err(RegisterError::EmptyField { ack }) => {
+                metrics.registration(RegisterResult::EmptyField);
+                self.reply_error(ack, "empty_field");
+                return None;
             }
         };
-        let user = match self.shared.auth.authenticate(&frame.token).await {
-            Ok(user) if user.is_empty() => {
-                return metrics.registration(RegisterResult::TokenRejected)
-            }
-            Ok(user) => user,
-            Err(crate::auth::AuthError::Rejected) => {
-                return metrics.registration(RegisterResult::TokenRejected)
-            }
-            Err(crate::auth::AuthError::Unavailable) => {
-                return metrics.registration(RegisterResult::AuthUnavailable)
+        let identity = match self.shared.auth.authenticate(&frame.token).await {
+            Ok(identity) if !identity.user_id.is_empty() => identity,
+            Ok(_) => return self.refuse(frame.ack, RejectReason::Claims),
+            Err(AuthError::Rejected(reason)) => return self.refuse(frame.ack, reason),
+            Err(AuthError::Unavailable) => {
+                metrics.registration(RegisterResult::AuthUnavailable);
+                self.reply_error(frame.ack, "auth_unavailable");
+                return None;
             }
         };
         let event: Box<str> = frame.event.into();
+        let user_id = identity.user_id.as_str();
         let (user, result) = match &mut self.bound {
             None => {
-                let user: Arc<str> = user.into();
+                let user: Arc<str> = user_id.into();
                 self.bound = Some(Bound {
                     user: user.clone(),
                     events: vec![event.clone()],
                 });
                 (user, RegisterResult::Ok)
             }
-            Some(bound) if *bound.user != *user => {
-                return metrics.registration(RegisterResult::UserConflict)
+            Some(bound) if *bound.user != *user_id => {
+                metrics.registration(RegisterResult::UserConflict);
+                self.reply_error(frame.ack, "user_conflict");
+                return None;
             }
             Some(bound) if bound.events.contains(&event) => {
-                return metrics.registration(RegisterResult::Duplicate)
+                metrics.registration(RegisterResult::Duplicate);
+                self.reply_registered(frame.ack, &event);
+                return None;
             }
             Some(bound) => {
                 bound.events.push(event.clone());
                 (bound.user.clone(), RegisterResult::AddedEvent)
             }
         };
+        if self.shared.config.jwt_close_on_expiry {
+            if let Some(expires_at) = identity.expires_at {
+                let left = expires_at
+                    .duration_since(std::time::SystemTime::now())
+                    .unwrap_or(Duration::ZERO);
+                let at = Instant::now() + left;
+                self.token_expiry = Some(self.token_expiry.map_or(at, |t| t.min(at)));
+            }
+        }
         self.shared
             .router
-            .register(user, event, self.conn.clone())
+            .register(user, event.clone(), self.conn.clone())
             .await;
         metrics.registration(result);
+        self.reply_registered(frame.ack, &event);
+        None
+    }
+
+    fn refuse(&self, ack: bool, reason: RejectReason) -> Option<Ending> {
+        let metrics = &self.shared.metrics;
+        metrics.registration(RegisterResult::TokenRejected);
+        metrics.auth_rejected(reason);
+        if !ack {
+            // The old server's behaviour: silently unbound.
+            return None;
+        }
+        self.reply_error(true, "token_rejected");
+        Some(self.close(
+            CloseCode::UNAUTHORIZED,
+            "unauthorized",
+            CloseReason::Unauthorized,
+        ))
+    }
+
+    /// Queues an ack frame for a client that asked for one.
+    fn reply(&self, ack: bool, body: serde_json::Value) {
+        if ack {
+            let _ = self.conn.outbox.push(frame::text(&body.to_string()), None);
+        }
+    }
+
+    fn reply_registered(&self, ack: bool, event: &str) {
+        self.reply(
+            ack,
+            serde_json::json!({"type": "registered", "event": event}),
+        );
+    }
+
+    fn reply_error(&self, ack: bool, reason: &str) {
+        self.reply(ack, serde_json::json!({"type": "error", "reason": reason}));
     }
 
     async fn unbind(&mut self) {

@@ -1,5 +1,7 @@
 //! The HTTP side: request routing, the v1 push endpoint, metrics and health.
 
+pub mod alertmanager;
 pub mod push;
 pub mod response;
 pub mod service;
+pub mod v2;

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_LENGTH};
+use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH};
 use hyper::{Method, Request, Response, StatusCode};
 use subtle::ConstantTimeEq;
 
@@ -19,6 +19,9 @@ use crate::ws::frame;
 
 /// The body of every 400, byte for byte.
 pub const ILLEGAL: &str = "request data illegal";
+
+/// Set on a 200 whose count misses nodes that did not answer in time (cluster mode).
+pub const PARTIAL: HeaderName = HeaderName::from_static("x-pushgate-partial");
 
 /// Handles one push request.
 pub async fn handle(request: Request<Incoming>, ctx: &RequestContext) -> Response<Body> {
@@ -72,8 +75,7 @@ async fn respond(request: Request<Incoming>, shared: &Shared) -> (Response<Body>
     let frame = frame::text(&push.message);
     let accepted_at = Instant::now();
     match shared
-        .router
-        .push(
+        .deliver(
             push.user_id.into_owned(),
             push.event.into_owned(),
             frame,
@@ -81,12 +83,19 @@ async fn respond(request: Request<Incoming>, shared: &Shared) -> (Response<Body>
         )
         .await
     {
-        Ok(sent) => {
-            shared.metrics.deliveries.increment(sent as u64);
-            (
-                text(StatusCode::OK, format!("message sent to {sent} clients")),
-                PushResult::Ok,
-            )
+        Ok(delivery) => {
+            // Other nodes count what they queued themselves.
+            shared.metrics.deliveries.increment(delivery.local as u64);
+            let mut response = text(
+                StatusCode::OK,
+                format!("message sent to {} clients", delivery.sent),
+            );
+            if delivery.partial {
+                response
+                    .headers_mut()
+                    .insert(PARTIAL, HeaderValue::from_static("true"));
+            }
+            (response, PushResult::Ok)
         }
         Err(refused) => {
             tracing::debug!(%refused, "push refused");
@@ -108,7 +117,7 @@ fn too_large() -> (Response<Body>, PushResult) {
 
 /// With no keys configured every push is authorised (the old server's default); otherwise
 /// `Authorization: Bearer <key>` must match one key, compared in constant time.
-fn authorized(request: &Request<Incoming>, keys: &[Vec<u8>]) -> bool {
+pub(super) fn authorized(request: &Request<Incoming>, keys: &[Vec<u8>]) -> bool {
     if keys.is_empty() {
         return true;
     }

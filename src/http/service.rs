@@ -52,18 +52,44 @@ pub async fn handle(request: Request<Incoming>, ctx: RequestContext) -> Response
     } else if path == "/readyz" {
         if ctx.is_draining() {
             text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+        } else if let Some(cluster) = &shared.cluster {
+            // Local serving works whatever NATS does: still ready, with the cluster's state.
+            text(
+                StatusCode::OK,
+                format!("ready\ncluster: {}\n", cluster.status()),
+            )
         } else {
             text(StatusCode::OK, "ready\n")
         }
     } else if public && path == config.ws_path {
         upgrade(request, ctx)
+    } else if public && config.demo && path.starts_with("/demo") {
+        demo(path)
     } else if path == config.push_path && (!public || config.public_push) {
         super::push::handle(request, &ctx).await
+    } else if path.starts_with(super::v2::PREFIX) && (!public || config.public_push) {
+        super::v2::handle(request, &ctx).await
     } else if !public && path == config.metrics_path {
         metrics(&request, shared)
     } else {
         not_found()
     }
+}
+
+/// The demo alert page and the browser client it loads, compiled in (`--demo`).
+fn demo(path: &str) -> Response<Body> {
+    const PAGE: &str = include_str!("../../clients/demo/index.html");
+    const CLIENT: &str = include_str!("../../clients/js/pushgate.js");
+    let (body, content_type) = match path {
+        "/demo" | "/demo/" => (PAGE, "text/html; charset=utf-8"),
+        "/demo/pushgate.js" => (CLIENT, "text/javascript; charset=utf-8"),
+        _ => return not_found(),
+    };
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
 }
 
 fn metrics(request: &Request<Incoming>, shared: &Shared) -> Response<Body> {

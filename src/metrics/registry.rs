@@ -32,8 +32,16 @@ pub mod names {
     pub const CLOSES: &str = "pushgate_connection_closes_total";
     pub const FRAMES_DROPPED: &str = "pushgate_frames_dropped_total";
     pub const CONNECTIONS_REFUSED: &str = "pushgate_connections_refused_total";
+    pub const AUTH_REJECTIONS: &str = "pushgate_auth_rejections_total";
     pub const FANOUT_LATENCY: &str = "pushgate_fanout_latency_seconds";
     pub const PUSH_DURATION: &str = "pushgate_push_duration_seconds";
+    pub const CLUSTER_CONNECTED: &str = "pushgate_cluster_connected";
+    pub const CLUSTER_PEERS: &str = "pushgate_cluster_peers";
+    pub const CLUSTER_BUCKETS: &str = "pushgate_cluster_buckets";
+    pub const CLUSTER_SUBSCRIPTION_CHANGES: &str = "pushgate_cluster_subscription_changes_total";
+    pub const CLUSTER_MESSAGES: &str = "pushgate_cluster_messages_total";
+    pub const CLUSTER_PARTIAL_REPLIES: &str = "pushgate_cluster_partial_replies_total";
+    pub const CLUSTER_INVALID_MESSAGES: &str = "pushgate_cluster_invalid_messages_total";
 }
 
 /// Outcome of a register frame.
@@ -141,10 +149,16 @@ pub enum CloseReason {
     RegisterTimeout,
     /// The user already holds the most connections allowed (4029).
     UserCap,
+    /// The token was refused and the client asked for an ack (4401).
+    Unauthorized,
+    /// The token expired while connected (4408).
+    TokenExpired,
+    /// Closed by `POST /api/v2/disconnect` (4000).
+    Disconnected,
 }
 
 impl CloseReason {
-    const ALL: [Self; 10] = [
+    const ALL: [Self; 13] = [
         Self::Client,
         Self::Reset,
         Self::SlowConsumer,
@@ -155,6 +169,9 @@ impl CloseReason {
         Self::IdleTimeout,
         Self::RegisterTimeout,
         Self::UserCap,
+        Self::Unauthorized,
+        Self::TokenExpired,
+        Self::Disconnected,
     ];
     fn label(self) -> &'static str {
         match self {
@@ -168,6 +185,9 @@ impl CloseReason {
             Self::IdleTimeout => "idle_timeout",
             Self::RegisterTimeout => "register_timeout",
             Self::UserCap => "user_cap",
+            Self::Unauthorized => "unauthorized",
+            Self::TokenExpired => "token_expired",
+            Self::Disconnected => "disconnected",
         }
     }
 }
@@ -222,6 +242,26 @@ pub struct ShardGauges {
     pub queue_depth: Gauge,
 }
 
+/// Cluster mode's metrics (docs/CLUSTER.md); they stay at 0 on a single node.
+pub struct ClusterMetrics {
+    /// 1 while connected to NATS.
+    pub connected: Gauge,
+    /// Peers heard from within the presence TTL.
+    pub peers: Gauge,
+    /// Buckets this node is subscribed to.
+    pub buckets: Gauge,
+    pub subscribes: Counter,
+    pub unsubscribes: Counter,
+    /// Pushes published to other nodes.
+    pub published: Counter,
+    /// Pushes received from other nodes.
+    pub received: Counter,
+    /// Pushes answered with a lower bound (`X-Pushgate-Partial: true`).
+    pub partial: Counter,
+    /// Cluster messages that could not be decoded.
+    pub invalid: Counter,
+}
+
 /// Resolved handles for every metric, plus the handle that renders them.
 pub struct Metrics {
     handle: PrometheusHandle,
@@ -232,10 +272,12 @@ pub struct Metrics {
     pub outbound_bytes: Counter,
     pub fanout_latency: Histogram,
     pub push_duration: Histogram,
+    pub cluster: ClusterMetrics,
     registrations: Vec<Counter>,
     pushes: Vec<Counter>,
     closes: Vec<Counter>,
     refusals: Vec<Counter>,
+    auth_rejections: Vec<Counter>,
     dropped_slow: Counter,
     dropped_closed: Counter,
     shards: Vec<ShardGauges>,
@@ -316,6 +358,11 @@ impl Metrics {
                 "Connections refused, by reason.",
             ),
             describe(
+                names::AUTH_REJECTIONS,
+                None,
+                "Register tokens refused by the authenticator, by reason.",
+            ),
+            describe(
                 names::FANOUT_LATENCY,
                 Some(Unit::Seconds),
                 "From push accepted to frame written to the socket, per delivery.",
@@ -324,6 +371,41 @@ impl Metrics {
                 names::PUSH_DURATION,
                 Some(Unit::Seconds),
                 "Push request handling time, body read to reply.",
+            ),
+            describe(
+                names::CLUSTER_CONNECTED,
+                None,
+                "1 while connected to NATS (cluster mode), else 0.",
+            ),
+            describe(
+                names::CLUSTER_PEERS,
+                None,
+                "Other nodes heard from within the presence TTL.",
+            ),
+            describe(
+                names::CLUSTER_BUCKETS,
+                None,
+                "User buckets this node is subscribed to.",
+            ),
+            describe(
+                names::CLUSTER_SUBSCRIPTION_CHANGES,
+                None,
+                "Bucket subscriptions made and dropped, by change.",
+            ),
+            describe(
+                names::CLUSTER_MESSAGES,
+                None,
+                "Pushes exchanged with other nodes, by direction.",
+            ),
+            describe(
+                names::CLUSTER_PARTIAL_REPLIES,
+                None,
+                "Push replies whose count misses nodes that did not answer in time.",
+            ),
+            describe(
+                names::CLUSTER_INVALID_MESSAGES,
+                None,
+                "Cluster messages that could not be decoded.",
             ),
         ] {
             match name {
@@ -358,6 +440,10 @@ impl Metrics {
             .iter()
             .map(|r| counter(names::CONNECTIONS_REFUSED, Some(("reason", r.label()))))
             .collect();
+        let auth_rejections = crate::auth::RejectReason::ALL
+            .iter()
+            .map(|r| counter(names::AUTH_REJECTIONS, Some(("reason", r.label()))))
+            .collect();
         let shards = (0..shards)
             .map(|shard| {
                 let labels = || vec![Label::new("shard", shard.to_string())];
@@ -386,10 +472,30 @@ impl Metrics {
                 .register_histogram(&Key::from_name(names::FANOUT_LATENCY), &METADATA),
             push_duration: recorder
                 .register_histogram(&Key::from_name(names::PUSH_DURATION), &METADATA),
+            cluster: ClusterMetrics {
+                connected: recorder
+                    .register_gauge(&Key::from_name(names::CLUSTER_CONNECTED), &METADATA),
+                peers: recorder.register_gauge(&Key::from_name(names::CLUSTER_PEERS), &METADATA),
+                buckets: recorder
+                    .register_gauge(&Key::from_name(names::CLUSTER_BUCKETS), &METADATA),
+                subscribes: counter(
+                    names::CLUSTER_SUBSCRIPTION_CHANGES,
+                    Some(("change", "subscribe")),
+                ),
+                unsubscribes: counter(
+                    names::CLUSTER_SUBSCRIPTION_CHANGES,
+                    Some(("change", "unsubscribe")),
+                ),
+                published: counter(names::CLUSTER_MESSAGES, Some(("direction", "published"))),
+                received: counter(names::CLUSTER_MESSAGES, Some(("direction", "received"))),
+                partial: counter(names::CLUSTER_PARTIAL_REPLIES, None),
+                invalid: counter(names::CLUSTER_INVALID_MESSAGES, None),
+            },
             registrations,
             pushes,
             closes,
             refusals,
+            auth_rejections,
             dropped_slow: counter(names::FRAMES_DROPPED, Some(("reason", "slow_consumer"))),
             dropped_closed: counter(names::FRAMES_DROPPED, Some(("reason", "closed"))),
             shards,
@@ -397,6 +503,9 @@ impl Metrics {
         };
         // Gauges and counters exist from the first scrape, so dashboards never see gaps.
         metrics.connections.set(0.0);
+        metrics.cluster.connected.set(0.0);
+        metrics.cluster.peers.set(0.0);
+        metrics.cluster.buckets.set(0.0);
         for shard in &metrics.shards {
             shard.connections.set(0.0);
             shard.users.set(0.0);
@@ -415,6 +524,10 @@ impl Metrics {
 
     pub fn close(&self, reason: CloseReason) {
         self.closes[reason as usize].increment(1);
+    }
+
+    pub fn auth_rejected(&self, reason: crate::auth::RejectReason) {
+        self.auth_rejections[reason as usize].increment(1);
     }
 
     pub fn refused(&self, reason: RefusalReason) {

@@ -1,14 +1,17 @@
 //! The register frame: `{"token": "...", "event": "..."}` sent by a browser after connecting.
 
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 
-use super::fields::{decode_first, visit_string_fields};
+use super::fields::{decode_first, key_matches, Text};
 
-/// A decoded register frame. Empty fields are kept so that the caller can count them.
+/// A decoded register frame. `ack` is pushgate's opt-in extension: the client asks for a
+/// reply frame saying whether the registration succeeded (without it nothing is sent, as
+/// with the old server).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RegisterFrame {
     pub token: String,
     pub event: String,
+    pub ack: bool,
 }
 
 /// Why a register frame binds nothing (the connection stays open and unbound either way).
@@ -17,7 +20,10 @@ pub enum RegisterError {
     #[error("register frame is not a JSON object of the expected shape")]
     Malformed,
     #[error("register frame has an empty token or event")]
-    EmptyField,
+    EmptyField {
+        /// Whether the frame asked for a reply.
+        ack: bool,
+    },
 }
 
 impl RegisterFrame {
@@ -25,7 +31,7 @@ impl RegisterFrame {
     pub fn parse(bytes: &[u8]) -> Result<Self, RegisterError> {
         let frame: Self = decode_first(bytes).ok_or(RegisterError::Malformed)?;
         if frame.token.is_empty() || frame.event.is_empty() {
-            return Err(RegisterError::EmptyField);
+            return Err(RegisterError::EmptyField { ack: frame.ack });
         }
         Ok(frame)
     }
@@ -42,11 +48,26 @@ impl<'de> Deserialize<'de> for RegisterFrame {
             fn visit_unit<E>(self) -> Result<RegisterFrame, E> {
                 Ok(RegisterFrame::default())
             }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RegisterFrame, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RegisterFrame, A::Error> {
                 let mut frame = RegisterFrame::default();
-                visit_string_fields(map, &["token", "event"], |index, value| {
-                    *[&mut frame.token, &mut frame.event][index] = value.into_owned();
-                })?;
+                while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
+                    if key_matches(&key, "token") || key_matches(&key, "event") {
+                        if let Some(Text(value)) = map.next_value::<Option<Text<'de>>>()? {
+                            let field = if key_matches(&key, "token") {
+                                &mut frame.token
+                            } else {
+                                &mut frame.event
+                            };
+                            *field = value.into_owned();
+                        }
+                    } else if key_matches(&key, "ack") {
+                        if let Some(ack) = map.next_value::<Option<bool>>()? {
+                            frame.ack = ack;
+                        }
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
                 Ok(frame)
             }
         }
@@ -62,6 +83,7 @@ mod tests {
         Ok(RegisterFrame {
             token: token.into(),
             event: event.into(),
+            ack: false,
         })
     }
 
@@ -78,6 +100,17 @@ mod tests {
         assert_eq!(
             RegisterFrame::parse(br#"{"token":"t","event":"e","x":[1,{"a":2}]}"#),
             ok("t", "e")
+        );
+    }
+
+    #[test]
+    fn ack_is_an_opt_in_boolean() {
+        let frame = RegisterFrame::parse(br#"{"token":"t","event":"e","ACK":true}"#).unwrap();
+        assert!(frame.ack);
+        assert!(
+            !RegisterFrame::parse(br#"{"token":"t","event":"e","ack":null}"#)
+                .unwrap()
+                .ack
         );
     }
 
@@ -109,9 +142,19 @@ mod tests {
         assert_eq!(RegisterFrame::parse(br#"{"token":"t""#), Err(Malformed));
         assert_eq!(
             RegisterFrame::parse(br#"{"token":"","event":"e"}"#),
-            Err(EmptyField)
+            Err(EmptyField { ack: false })
         );
-        assert_eq!(RegisterFrame::parse(br#"{"token":"t"}"#), Err(EmptyField));
-        assert_eq!(RegisterFrame::parse(b"null"), Err(EmptyField));
+        assert_eq!(
+            RegisterFrame::parse(br#"{"token":"t","ack":true}"#),
+            Err(EmptyField { ack: true })
+        );
+        assert_eq!(
+            RegisterFrame::parse(b"null"),
+            Err(EmptyField { ack: false })
+        );
+        assert_eq!(
+            RegisterFrame::parse(br#"{"token":"t","event":"e","ack":"yes"}"#),
+            Err(Malformed)
+        );
     }
 }

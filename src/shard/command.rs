@@ -35,4 +35,19 @@ pub enum Command {
         accepted_at: Instant,
         reply: oneshot::Sender<usize>,
     },
+    /// Queue `frame` to every connection of this shard registered for `event`.
+    Broadcast {
+        event: String,
+        frame: Bytes,
+        accepted_at: Instant,
+        reply: oneshot::Sender<usize>,
+    },
+    /// Close every connection of `user` (those registered for `event`, when given) with
+    /// `close_frame`, unbind them, and reply how many.
+    Disconnect {
+        user: String,
+        event: Option<String>,
+        close_frame: Bytes,
+        reply: oneshot::Sender<usize>,
+    },
 }

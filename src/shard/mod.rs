@@ -11,4 +11,4 @@ pub mod task;
 
 pub use command::{Command, ConnHandle};
 pub use router::{PushRefused, Router};
-pub use state::ShardState;
+pub use state::{ShardState, UserHook};

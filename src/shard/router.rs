@@ -68,6 +68,56 @@ impl Router {
             .await;
     }
 
+    /// Queues `frame` to every connection registered for `event` on every shard; waits for
+    /// room in each shard's channel (a broadcast is rare and must not be half-delivered).
+    pub async fn broadcast(
+        &self,
+        event: &str,
+        frame: Bytes,
+        accepted_at: Instant,
+    ) -> Result<usize, PushRefused> {
+        let mut answers = Vec::with_capacity(self.shards.len());
+        for shard in self.shards.iter() {
+            let (reply, answer) = oneshot::channel();
+            shard
+                .send(Command::Broadcast {
+                    event: event.to_owned(),
+                    frame: frame.clone(),
+                    accepted_at,
+                    reply,
+                })
+                .await
+                .map_err(|_| PushRefused::ShuttingDown)?;
+            answers.push(answer);
+        }
+        let mut sent = 0;
+        for answer in answers {
+            sent += answer.await.map_err(|_| PushRefused::ShuttingDown)?;
+        }
+        Ok(sent)
+    }
+
+    /// Closes the connections of `user` (for `event` only, when given) with `close_frame`.
+    pub async fn disconnect(
+        &self,
+        user: String,
+        event: Option<String>,
+        close_frame: Bytes,
+    ) -> Result<usize, PushRefused> {
+        let shard = self.shard_of(&user);
+        let (reply, answer) = oneshot::channel();
+        self.shards[shard]
+            .send(Command::Disconnect {
+                user,
+                event,
+                close_frame,
+                reply,
+            })
+            .await
+            .map_err(|_| PushRefused::ShuttingDown)?;
+        answer.await.map_err(|_| PushRefused::ShuttingDown)
+    }
+
     /// Hands a push to its shard without waiting for room; resolves to the number of
     /// connections the frame was queued to.
     pub async fn push(
@@ -77,6 +127,18 @@ impl Router {
         frame: Bytes,
         accepted_at: Instant,
     ) -> Result<usize, PushRefused> {
+        self.begin_push(user, event, frame, accepted_at)?.await
+    }
+
+    /// Hands a push to its shard now (or refuses it now) and returns the future of its
+    /// count: cluster mode publishes to other nodes only once the local shard took the push.
+    pub fn begin_push(
+        &self,
+        user: String,
+        event: String,
+        frame: Bytes,
+        accepted_at: Instant,
+    ) -> Result<impl std::future::Future<Output = Result<usize, PushRefused>>, PushRefused> {
         let shard = self.shard_of(&user);
         let (reply, answer) = oneshot::channel();
         self.shards[shard]
@@ -91,7 +153,7 @@ impl Router {
                 mpsc::error::TrySendError::Full(_) => PushRefused::Overloaded,
                 mpsc::error::TrySendError::Closed(_) => PushRefused::ShuttingDown,
             })?;
-        answer.await.map_err(|_| PushRefused::ShuttingDown)
+        Ok(async move { answer.await.map_err(|_| PushRefused::ShuttingDown) })
     }
 }
 

@@ -5,6 +5,7 @@
 //! connection whose queue is full is closed as a slow consumer and unbound on the spot, and
 //! the push carries on for everyone else.
 
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -32,6 +33,14 @@ fn distinct_connections(bindings: &[Binding]) -> usize {
         .count()
 }
 
+/// Told when a user gets its first binding in this shard and when it loses its last one, so
+/// that cluster mode can follow which users this node holds without touching the map. Called
+/// on the shard's task, so it must be cheap and must not block.
+pub trait UserHook: Send + Sync {
+    fn user_bound(&self, user: &str);
+    fn user_unbound(&self, user: &str);
+}
+
 /// The map a shard owns.
 pub struct ShardState {
     users: AHashMap<Arc<str>, Vec<Binding>>,
@@ -41,6 +50,7 @@ pub struct ShardState {
     slow_close_frame: Bytes,
     /// Most connections one user may hold; 0 means unlimited.
     max_per_user: usize,
+    hook: Option<Arc<dyn UserHook>>,
 }
 
 impl ShardState {
@@ -51,12 +61,19 @@ impl ShardState {
             metrics,
             slow_close_frame: frame::close(CloseCode::SLOW_CONSUMER.0, "slow consumer"),
             max_per_user: 0,
+            hook: None,
         }
     }
 
     /// Limits the connections one user may hold (0: unlimited).
     pub fn with_user_cap(mut self, max_per_user: usize) -> Self {
         self.max_per_user = max_per_user;
+        self
+    }
+
+    /// Reports users' first and last bindings to `hook`.
+    pub fn with_hook(mut self, hook: Option<Arc<dyn UserHook>>) -> Self {
+        self.hook = hook;
         self
     }
 
@@ -86,16 +103,38 @@ impl ShardState {
                 // The pusher may have gone (request cancelled): the frames are queued anyway.
                 let _ = reply.send(sent);
             }
+            Command::Broadcast {
+                event,
+                frame,
+                accepted_at,
+                reply,
+            } => {
+                let _ = reply.send(self.broadcast(&event, &frame, accepted_at));
+            }
+            Command::Disconnect {
+                user,
+                event,
+                close_frame,
+                reply,
+            } => {
+                let _ = reply.send(self.disconnect(&user, event.as_deref(), &close_frame));
+            }
         }
     }
 
     /// Binds `conn` to (user, event); binding the same pair twice is a no-op.
     pub fn register(&mut self, user: Arc<str>, event: Box<str>, conn: ConnHandle) {
         // Most users hold one connection: start at one slot, not Vec's default of four.
-        let bindings = self
-            .users
-            .entry(user)
-            .or_insert_with(|| Vec::with_capacity(1));
+        let bindings = match self.users.entry(user) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                // A new user is never refused by the cap, so it does get this binding.
+                if let Some(hook) = &self.hook {
+                    hook.user_bound(entry.key());
+                }
+                entry.insert(Vec::with_capacity(1))
+            }
+        };
         if bindings
             .iter()
             .any(|b| b.conn.id == conn.id && b.event == event)
@@ -128,7 +167,43 @@ impl ShardState {
         }
         if bindings.is_empty() {
             self.users.remove(user);
+            if let Some(hook) = &self.hook {
+                hook.user_unbound(user);
+            }
         }
+    }
+
+    /// Queues `frame` to every connection of this shard registered for `event`.
+    pub fn broadcast(&mut self, event: &str, frame: &Bytes, accepted_at: Instant) -> usize {
+        let users: Vec<Arc<str>> = self
+            .users
+            .iter()
+            .filter(|(_, bindings)| bindings.iter().any(|b| &*b.event == event))
+            .map(|(user, _)| user.clone())
+            .collect();
+        users
+            .iter()
+            .map(|user| self.push(user, event, frame, accepted_at))
+            .sum()
+    }
+
+    /// Closes the connections of `user` (only those registered for `event`, when given) and
+    /// unbinds them; returns how many were closed.
+    pub fn disconnect(&mut self, user: &str, event: Option<&str>, close_frame: &Bytes) -> usize {
+        let Some(bindings) = self.users.get(user) else {
+            return 0;
+        };
+        let mut closing: Vec<u64> = bindings
+            .iter()
+            .filter(|b| event.is_none_or(|e| &*b.event == e))
+            .filter(|b| b.conn.outbox.close(close_frame.clone()))
+            .map(|b| b.conn.id)
+            .collect();
+        closing.dedup();
+        for conn_id in &closing {
+            self.unregister(user, *conn_id);
+        }
+        closing.len()
     }
 
     /// Queues `frame` to every connection of `user` registered for `event`.
@@ -241,6 +316,34 @@ mod tests {
         // Another user is not affected.
         s.register("v".into(), "e".into(), c.clone());
         assert_eq!(s.users(), 2);
+    }
+
+    #[test]
+    fn the_hook_hears_first_and_last_bindings_only() {
+        use std::sync::Mutex;
+        #[derive(Default)]
+        struct Log(Mutex<Vec<String>>);
+        impl UserHook for Log {
+            fn user_bound(&self, user: &str) {
+                self.0.lock().unwrap().push(format!("+{user}"));
+            }
+            fn user_unbound(&self, user: &str) {
+                self.0.lock().unwrap().push(format!("-{user}"));
+            }
+        }
+        let log = Arc::new(Log::default());
+        let mut s = state().with_hook(Some(log.clone()));
+        let (a, b) = (conn(1, 1), conn(2, 8));
+        s.register("u".into(), "e".into(), a.clone());
+        s.register("u".into(), "f".into(), a.clone());
+        s.register("u".into(), "e".into(), b.clone());
+        s.unregister("u", 2);
+        // The slow consumer is unbound by a push: its user's last binding goes with it.
+        let frame = frame::text("m");
+        s.push("u", "e", &frame, Instant::now());
+        s.push("u", "e", &frame, Instant::now());
+        s.register("v".into(), "e".into(), b.clone());
+        assert_eq!(*log.0.lock().unwrap(), ["+u", "-u", "+v"]);
     }
 
     #[test]

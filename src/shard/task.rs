@@ -10,22 +10,26 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::command::Command;
-use super::state::ShardState;
+use super::state::{ShardState, UserHook};
 use crate::config::Config;
 use crate::metrics::{Metrics, ShardGauges};
 
 /// Commands taken from the channel per wake-up.
 const BATCH: usize = 64;
 
-/// Spawns shard `index`; it runs until every sender is dropped.
+/// Spawns shard `index`; it runs until every sender is dropped. `hook` hears users' first
+/// and last bindings (cluster mode).
 pub fn spawn(
     index: usize,
     config: &Config,
     metrics: Arc<Metrics>,
+    hook: Option<Arc<dyn UserHook>>,
 ) -> (mpsc::Sender<Command>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(config.shard_queue);
     let gauges = metrics.shard(index);
-    let state = ShardState::new(metrics).with_user_cap(config.max_connections_per_user);
+    let state = ShardState::new(metrics)
+        .with_user_cap(config.max_connections_per_user)
+        .with_hook(hook);
     let task = tokio::spawn(run(state, rx, gauges));
     (tx, task)
 }

@@ -25,6 +25,13 @@ impl CloseCode {
     pub const REGISTER_TIMEOUT: Self = Self(4003);
     /// The user already holds `--max-connections-per-user` connections.
     pub const TOO_MANY_CONNECTIONS: Self = Self(4029);
+    /// Closed on request of the push side (`POST /api/v2/disconnect`).
+    pub const DISCONNECTED: Self = Self(4000);
+    /// The token was refused (sent only to clients that asked for an ack): do not retry
+    /// with the same token.
+    pub const UNAUTHORIZED: Self = Self(4401);
+    /// The token expired while connected: reconnect with a fresh one.
+    pub const TOKEN_EXPIRED: Self = Self(4408);
 
     /// Whether a peer may put this code in a close frame (RFC 6455 §7.4).
     pub fn may_be_sent_by_peer(self) -> bool {

@@ -226,6 +226,12 @@ impl Pusher {
             request = request.header(*name, *value);
         }
         let request = request.body(Full::new(body.into())).unwrap();
+        // A keep-alive connection takes a moment to be ready for the next request after a
+        // response; sending before that fails with "connection was not ready".
+        tokio::time::timeout(WAIT, self.sender.ready())
+            .await
+            .expect("connection ready within the wait bound")
+            .unwrap();
         let response = tokio::time::timeout(WAIT, self.sender.send_request(request))
             .await
             .expect("reply within the wait bound")
@@ -390,4 +396,149 @@ impl GatewayProcess {
             .expect("gateway exits in time")
             .unwrap()
     }
+}
+
+/// A real `nats-server` on a loopback port, for cluster tests. Killed on drop. Panics when
+/// the binary is missing: scripts/test installs it, and a cluster test must not pass by
+/// skipping.
+pub struct NatsServer {
+    child: Option<std::process::Child>,
+    pub port: u16,
+}
+
+impl NatsServer {
+    /// Starts on a port the server picks (`-p -1`), learnt from its log.
+    pub async fn start() -> Self {
+        Self::start_on(-1).await
+    }
+
+    /// Starts on `port` (-1: any) and waits until it listens.
+    pub async fn start_on(port: i32) -> Self {
+        let mut server = Self {
+            child: None,
+            port: 0,
+        };
+        server.spawn(port).await;
+        server
+    }
+
+    /// Starts it again on the same port, after [`NatsServer::stop`].
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        self.spawn(i32::from(self.port)).await;
+    }
+
+    async fn spawn(&mut self, port: i32) {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("nats-server must be installed (scripts/test installs Debian's nats-server)");
+        let stderr = child.stderr.take().unwrap();
+        self.child = Some(child);
+        let listening = tokio::task::spawn_blocking(move || {
+            let mut lines = std::io::BufReader::new(stderr).lines();
+            let port = lines.by_ref().map_while(Result::ok).find_map(|line| {
+                line.split("Listening for client connections on 127.0.0.1:")
+                    .nth(1)
+                    .and_then(|port| port.trim().parse::<u16>().ok())
+            });
+            // Keep draining its log so that the pipe never fills.
+            std::thread::spawn(move || lines.for_each(drop));
+            port
+        });
+        self.port = tokio::time::timeout(WAIT, listening)
+            .await
+            .expect("nats-server listens in time")
+            .unwrap()
+            .expect("nats-server exited before listening");
+    }
+
+    /// Kills the server (SIGKILL) and waits for it to be gone.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A push's status, N and whether the gateway marked the count partial
+/// (`X-Pushgate-Partial: true`).
+pub async fn push_counted(
+    pusher: &mut Pusher,
+    user: &str,
+    event: &str,
+    message: &str,
+) -> (usize, bool) {
+    let body = serde_json::json!({ "userId": user, "event": event, "message": message });
+    // The previous response may still be winding down on the client's connection task:
+    // sending before it is ready fails with "connection was not ready".
+    pusher
+        .sender
+        .ready()
+        .await
+        .expect("push connection still open");
+    let (status, headers, body) = pusher
+        .request_full("POST", "/push", &[], body.to_string())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let partial = headers
+        .get("x-pushgate-partial")
+        .is_some_and(|v| v.as_bytes() == b"true");
+    (sent_count(&body), partial)
+}
+
+/// Pushes `<prefix>-<i>` until one reports exactly `expected` connections with an exact
+/// count (cluster interest propagates asynchronously), within `bound`. Returns the message
+/// that did: every reached connection receives it, after any earlier probe.
+pub async fn push_until_count(
+    pusher: &mut Pusher,
+    user: &str,
+    event: &str,
+    prefix: &str,
+    expected: usize,
+    bound: Duration,
+) -> String {
+    let deadline = tokio::time::Instant::now() + bound;
+    for attempt in 0.. {
+        let message = format!("{prefix}-{attempt}");
+        let (sent, partial) = push_counted(pusher, user, event, &message).await;
+        if sent == expected && !partial {
+            return message;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "push count never reached {expected} (last: {sent}, partial: {partial})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    unreachable!()
+}
+
+/// Reads text frames until `message`, skipping earlier ones (probes); fails past [`WAIT`].
+pub async fn skip_until(ws: &mut Ws, message: &str) {
+    while next_text(ws).await != message {}
+}
+
+/// A port free right now on loopback (for programs that cannot bind port 0 and report it,
+/// such as nats-server; racy, so prefer letting the program pick).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -1,0 +1,319 @@
+//! Cluster mode: several gateways joined by NATS core pub/sub (`--nats-url`).
+//!
+//! A push accepted by one node is delivered through its own shards and published once, as the
+//! already-encoded frame plus its routing key, on the subject of the user's bucket; every
+//! other node holding users in that bucket is subscribed to it and hands the frame, verbatim,
+//! to its own shards. The accepting node adds up the counts the others send back, so the v1
+//! reply stays `message sent to N clients` over the whole cluster. docs/CLUSTER.md has the
+//! full story; the parts:
+//!
+//! - [`bucket`]: the stable userID → bucket hash and the subjects;
+//! - [`envelope`]: the binary messages (push, reply, presence);
+//! - [`interest`]: per-bucket counts fed by the shards, and the subscriptions that follow;
+//! - [`presence`]: which peer holds which bucket, so a push knows whose replies to await;
+//! - [`replies`]: routing several replies back to one push;
+//! - [`remote`]: serving other nodes' pushes.
+//!
+//! Without `--nats-url` none of this runs and a node behaves exactly as a single gateway.
+
+pub mod bucket;
+pub mod envelope;
+pub mod interest;
+pub mod presence;
+pub mod remote;
+pub mod replies;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::connection::State;
+use async_nats::{ConnectOptions, Event, ServerAddr};
+use bytes::Bytes;
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+
+use self::bucket::{bucket, presence_subject, push_subject};
+use self::interest::{Changes, Interest};
+use self::presence::Presence;
+use self::remote::Remote;
+use self::replies::Replies;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::shard::{PushRefused, Router};
+
+/// Why cluster mode could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("invalid --nats-url {url:?}: {reason}")]
+    Url { url: String, reason: String },
+    #[error("NATS client: {0}")]
+    Connect(#[from] async_nats::ConnectError),
+    #[error("NATS subscription: {0}")]
+    Subscribe(#[from] async_nats::SubscribeError),
+}
+
+/// What a push reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// Connections the frame was queued to on this node.
+    pub local: usize,
+    /// Connections the frame was queued to, on this node and on every node that answered.
+    pub sent: usize,
+    /// Some node that may hold matching connections did not answer in time, could not take
+    /// the push, or NATS was unreachable: `sent` is a lower bound.
+    pub partial: bool,
+}
+
+impl Delivery {
+    fn remote(sent: usize, partial: bool) -> Self {
+        Self {
+            local: 0,
+            sent,
+            partial,
+        }
+    }
+}
+
+/// This node's membership in the cluster.
+pub struct Cluster {
+    node: u64,
+    client: async_nats::Client,
+    presence: Arc<Presence>,
+    replies: Arc<Replies>,
+    reply_timeout: Duration,
+    metrics: Arc<Metrics>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Cluster {
+    /// The shards' hook and the queue of bucket changes, to create before the shards.
+    pub fn interest() -> (Arc<Interest>, Changes) {
+        Interest::new()
+    }
+
+    /// Connects (in the background: an unreachable NATS does not stop the node, it keeps
+    /// retrying) and starts following interest.
+    pub async fn start(
+        config: &Config,
+        interest: Arc<Interest>,
+        changes: Changes,
+        router: Router,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ClusterError> {
+        let servers = config
+            .nats_url
+            .iter()
+            .map(|url| {
+                url.trim()
+                    .parse::<ServerAddr>()
+                    .map_err(|error| ClusterError::Url {
+                        url: url.clone(),
+                        reason: error.to_string(),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let node = node_id();
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let client = ConnectOptions::new()
+            .name(format!("pushgate-{node:016x}"))
+            // Our own publications never come back: a node delivers its pushes once.
+            .no_echo()
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .event_callback(move |event| {
+                let _ = events_tx.send(event);
+                async {}
+            })
+            .connect(servers)
+            .await?;
+
+        let presence = Arc::new(Presence::new(node));
+        let replies = Arc::new(Replies::new(node));
+        let announce = Arc::new(Notify::new());
+        let remote = Arc::new(Remote {
+            client: client.clone(),
+            router,
+            node,
+            metrics: metrics.clone(),
+        });
+        // Subscriptions made before the connection exists are sent once it does, and again
+        // after every reconnect (async-nats replays them).
+        let presence_sub = client.subscribe(presence_subject()).await?;
+        let replies_sub = client.subscribe(replies.wildcard()).await?;
+        let tasks = vec![
+            tokio::spawn(follow_events(
+                events,
+                presence.clone(),
+                announce.clone(),
+                metrics.clone(),
+            )),
+            tokio::spawn(presence::run(
+                client.clone(),
+                presence_sub,
+                presence.clone(),
+                announce.clone(),
+                metrics.clone(),
+            )),
+            tokio::spawn(replies::run(replies_sub, replies.clone(), metrics.clone())),
+            tokio::spawn(interest::manage(
+                interest,
+                changes,
+                remote,
+                presence.clone(),
+                announce,
+            )),
+        ];
+        tracing::info!(node = %format!("{node:016x}"), servers = ?config.nats_url, "cluster mode");
+        Ok(Self {
+            node,
+            client,
+            presence,
+            replies,
+            reply_timeout: config.cluster_reply_timeout,
+            metrics,
+            tasks,
+        })
+    }
+
+    /// This node's id in subjects and logs.
+    pub fn node(&self) -> u64 {
+        self.node
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == State::Connected
+    }
+
+    /// `connected`, `connecting` (never connected yet) or `disconnected`, for `/readyz`.
+    pub fn status(&self) -> &'static str {
+        match self.client.connection_state() {
+            State::Connected => "connected",
+            State::Pending => "connecting",
+            State::Disconnected => "disconnected",
+        }
+    }
+
+    /// Delivers a push through the local shards and every other node holding its bucket.
+    /// Refused (503) only when the local shard refuses it, and then it is not published.
+    pub async fn deliver(
+        &self,
+        router: &Router,
+        user: String,
+        event: String,
+        frame: Bytes,
+        accepted_at: Instant,
+    ) -> Result<Delivery, PushRefused> {
+        let bucket = bucket(&user);
+        let envelope = self
+            .is_connected()
+            .then(|| envelope::encode_push(self.node, &user, &event, &frame));
+        let local = router.begin_push(user, event, frame, accepted_at)?;
+        let (local, remote) = tokio::join!(local, self.gather(bucket, envelope));
+        let local = local?;
+        let delivery = Delivery {
+            local,
+            sent: local + remote.sent,
+            partial: remote.partial,
+        };
+        if delivery.partial {
+            self.metrics.cluster.partial.increment(1);
+        }
+        Ok(delivery)
+    }
+
+    /// Publishes the push and adds up the replies of the peers expected to answer, until
+    /// they all did or `--cluster-reply-timeout` passed.
+    async fn gather(&self, bucket: usize, envelope: Option<Bytes>) -> Delivery {
+        let Some(payload) = envelope else {
+            // NATS is unreachable: local connections only.
+            return Delivery::remote(0, true);
+        };
+        let deadline = tokio::time::Instant::now() + self.reply_timeout;
+        let subject = push_subject(bucket);
+        let mut expected = self.presence.expected(bucket);
+        self.metrics.cluster.published.increment(1);
+        if expected.is_empty() {
+            // Nobody is known to hold the bucket: publish for a peer whose announcement is
+            // still on its way, and do not wait.
+            let published =
+                tokio::time::timeout_at(deadline, self.client.publish(subject, payload));
+            return Delivery::remote(0, !matches!(published.await, Ok(Ok(()))));
+        }
+        let mut waiter = self.replies.open();
+        let published = tokio::time::timeout_at(
+            deadline,
+            self.client
+                .publish_with_reply(subject, waiter.subject.clone(), payload),
+        );
+        if !matches!(published.await, Ok(Ok(()))) {
+            return Delivery::remote(0, true);
+        }
+        let mut delivery = Delivery::remote(0, false);
+        while !expected.is_empty() {
+            match tokio::time::timeout_at(deadline, waiter.receiver.recv()).await {
+                Ok(Some(reply)) => {
+                    expected.retain(|node| *node != reply.node);
+                    delivery.sent += reply.sent as usize;
+                    delivery.partial |= reply.refused;
+                }
+                Ok(None) | Err(_) => {
+                    delivery.partial = true;
+                    break;
+                }
+            }
+        }
+        delivery
+    }
+
+    /// Tells the peers this node leaves, then stops every cluster task.
+    pub async fn leave(&self) {
+        self.presence.leave(&self.client).await;
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Follows the client's connection events: the gauge, the logs, and a hello after each
+/// (re)connection so that peers and this node learn each other's buckets at once.
+async fn follow_events(
+    mut events: mpsc::UnboundedReceiver<Event>,
+    presence: Arc<Presence>,
+    announce: Arc<Notify>,
+    metrics: Arc<Metrics>,
+) {
+    while let Some(event) = events.recv().await {
+        match event {
+            Event::Connected => {
+                tracing::info!("connected to NATS");
+                metrics.cluster.connected.set(1.0);
+                presence.say_hello();
+                announce.notify_one();
+            }
+            Event::Disconnected => {
+                tracing::warn!("lost NATS: serving local connections only until it returns");
+                metrics.cluster.connected.set(0.0);
+            }
+            Event::SlowConsumer(sid) => {
+                tracing::warn!(sid, "NATS subscription overflowed: cluster pushes dropped");
+            }
+            other => tracing::info!(event = %other, "NATS event"),
+        }
+    }
+}
+
+/// A random id for this node's lifetime: subjects of its replies, and presence.
+fn node_id() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    ahash::RandomState::new().hash_one((nanos, std::process::id()))
+}

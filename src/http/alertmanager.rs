@@ -1,0 +1,87 @@
+//! `POST /api/v2/alertmanager`: Prometheus Alertmanager's webhook payload (version 4) as is,
+//! so an alerting pipeline needs no glue. Each alert goes to the users named by a label
+//! (`--alertmanager-user-label`, comma-separated values) and to those mapped from the
+//! receiver (`--alertmanager-receiver NAME=U1,U2`), on the event named by another label
+//! (`--alertmanager-event-label`, default `alertname`), with the alert's JSON as the message.
+
+use std::collections::BTreeSet;
+
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::service::RequestContext;
+use super::v2::{deliver, parse, ApiError};
+use crate::ws::frame;
+
+#[derive(Debug, Deserialize)]
+struct Webhook {
+    version: String,
+    #[serde(default)]
+    receiver: String,
+    alerts: Vec<Map<String, Value>>,
+}
+
+/// Handles one webhook delivery; replies with the alerts seen, pushed and skipped (an alert
+/// without the event label or without any user is skipped) and the connections reached.
+pub async fn handle(ctx: &RequestContext, body: &[u8]) -> Result<Value, ApiError> {
+    let webhook: Webhook = parse(body)?;
+    if webhook.version != "4" {
+        return Err(ApiError::bad_request(format!(
+            "webhook version {:?} is not supported (expected \"4\")",
+            webhook.version
+        )));
+    }
+    let config = &ctx.shared.config;
+    let receiver_users: Vec<String> = config
+        .alertmanager_receivers
+        .iter()
+        .filter_map(|spec| spec.split_once('='))
+        .filter(|(name, _)| *name == webhook.receiver)
+        .flat_map(|(_, users)| users.split(','))
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let (mut sent, mut pushed, mut skipped, mut partial) = (0, 0, 0, false);
+    for alert in &webhook.alerts {
+        let labels = alert.get("labels").and_then(Value::as_object);
+        let label = |name: &str| labels.and_then(|l| l.get(name)).and_then(Value::as_str);
+        let Some(event) = label(&config.alertmanager_event_label).filter(|e| !e.is_empty()) else {
+            skipped += 1;
+            continue;
+        };
+        let users: BTreeSet<String> = label(&config.alertmanager_user_label)
+            .into_iter()
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .chain(receiver_users.iter().cloned())
+            .collect();
+        if users.is_empty() {
+            skipped += 1;
+            continue;
+        }
+        let message = Value::Object(alert.clone()).to_string();
+        let counted = deliver(
+            ctx,
+            users.into_iter().collect(),
+            event,
+            &frame::text(&message),
+        )
+        .await?;
+        sent += counted.sent;
+        partial |= counted.partial;
+        pushed += 1;
+    }
+    let mut reply = json!({
+        "alerts": webhook.alerts.len(),
+        "pushed": pushed,
+        "skipped": skipped,
+        "sent": sent,
+    });
+    if partial {
+        reply["partial"] = json!(true);
+    }
+    Ok(reply)
+}

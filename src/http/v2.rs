@@ -1,0 +1,372 @@
+//! Push API v2: JSON in, JSON out, next to the unchanged v1 `/push` (docs/openapi.yaml).
+//!
+//! `POST /api/v2/push`, `/batch`, `/broadcast`, `/disconnect` and `/alertmanager`, on the
+//! internal listener, behind the same push keys as v1. Errors are `{"error": code,
+//! "message": text}` with precise statuses: 400 bad body, 401 missing key, 405 method,
+//! 413 too large, 415 not JSON, 503 overloaded or draining.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::push::authorized;
+use super::response::Body;
+use super::service::RequestContext;
+use crate::metrics::PushResult;
+use crate::shard::PushRefused;
+use crate::ws::close::CloseCode;
+use crate::ws::frame;
+
+/// Path prefix of every v2 endpoint.
+pub const PREFIX: &str = "/api/v2/";
+
+/// An API error: status, stable code, human message.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub(super) fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    fn result(&self) -> PushResult {
+        match self.status {
+            StatusCode::UNAUTHORIZED => PushResult::Unauthorized,
+            StatusCode::PAYLOAD_TOO_LARGE => PushResult::TooLarge,
+            StatusCode::SERVICE_UNAVAILABLE => PushResult::Overloaded,
+            StatusCode::METHOD_NOT_ALLOWED => PushResult::MethodNotAllowed,
+            _ => PushResult::BadRequest,
+        }
+    }
+}
+
+impl From<PushRefused> for ApiError {
+    fn from(refused: PushRefused) -> Self {
+        match refused {
+            PushRefused::Overloaded => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "a shard is saturated; retry shortly",
+            ),
+            PushRefused::ShuttingDown => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the gateway is draining",
+            ),
+        }
+    }
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+/// Handles a request under [`PREFIX`].
+pub async fn handle(request: Request<Incoming>, ctx: &RequestContext) -> Response<Body> {
+    let started = Instant::now();
+    let metrics = &ctx.shared.metrics;
+    let result = respond(request, ctx).await;
+    metrics.push_duration.record(started.elapsed());
+    match result {
+        Ok(body) => {
+            metrics.push(PushResult::Ok);
+            json_response(StatusCode::OK, &body)
+        }
+        Err(error) => {
+            metrics.push(error.result());
+            json_response(
+                error.status,
+                &json!({"error": error.code, "message": error.message}),
+            )
+        }
+    }
+}
+
+async fn respond(request: Request<Incoming>, ctx: &RequestContext) -> Result<Value, ApiError> {
+    let shared = &ctx.shared;
+    let endpoint = request.uri().path()[PREFIX.len()..].to_owned();
+    if !matches!(
+        endpoint.as_str(),
+        "push" | "batch" | "broadcast" | "disconnect" | "alertmanager"
+    ) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such endpoint",
+        ));
+    }
+    if request.method() != Method::POST {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "use POST",
+        ));
+    }
+    if !authorized(&request, &shared.push_keys) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or unknown push key (Authorization: Bearer <key>)",
+        ));
+    }
+    if ctx.is_draining() {
+        return Err(PushRefused::ShuttingDown.into());
+    }
+    let is_json = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            let media = v.split(';').next().unwrap_or("").trim();
+            media.eq_ignore_ascii_case("application/json")
+        });
+    if !is_json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send Content-Type: application/json",
+        ));
+    }
+    let body = read_body(request, shared.config.max_push_body).await?;
+    match endpoint.as_str() {
+        "push" => {
+            let push: PushBody = parse(&body)?;
+            Ok(push_one(ctx, push).await?.to_json())
+        }
+        "batch" => batch(ctx, &body).await,
+        "broadcast" => {
+            let broadcast: BroadcastBody = parse(&body)?;
+            non_empty("event", &broadcast.event)?;
+            let frame = frame::text(&message_text(&broadcast.message)?);
+            let sent = shared
+                .router
+                .broadcast(&broadcast.event, frame, Instant::now())
+                .await?;
+            shared.metrics.deliveries.increment(sent as u64);
+            Ok(json!({ "sent": sent }))
+        }
+        "disconnect" => {
+            let disconnect: DisconnectBody = parse(&body)?;
+            non_empty("userId", &disconnect.user_id)?;
+            let close = frame::close(CloseCode::DISCONNECTED.0, "disconnected by server");
+            let closed = shared
+                .router
+                .disconnect(disconnect.user_id, disconnect.event, close)
+                .await?;
+            Ok(json!({ "closed": closed }))
+        }
+        _ => super::alertmanager::handle(ctx, &body).await,
+    }
+}
+
+async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("body larger than {limit} bytes"),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(request.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(_) => Err(ApiError::bad_request("could not read the body")),
+    }
+}
+
+pub(super) fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+pub(super) fn non_empty(field: &str, value: &str) -> Result<(), ApiError> {
+    if value.is_empty() {
+        return Err(ApiError::bad_request(format!("{field} must not be empty")));
+    }
+    Ok(())
+}
+
+/// A string message is sent as is; any other JSON value as its JSON text.
+pub(super) fn message_text(message: &Value) -> Result<String, ApiError> {
+    match message {
+        Value::String(text) if text.is_empty() => {
+            Err(ApiError::bad_request("message must not be empty"))
+        }
+        Value::String(text) => Ok(text.clone()),
+        Value::Null => Err(ApiError::bad_request("message is required")),
+        other => Ok(other.to_string()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PushBody {
+    user_id: Option<String>,
+    user_ids: Option<Vec<String>>,
+    event: String,
+    #[serde(default)]
+    message: Value,
+}
+
+#[derive(Debug, Deserialize)]
+struct BroadcastBody {
+    event: String,
+    #[serde(default)]
+    message: Value,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DisconnectBody {
+    user_id: String,
+    event: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct BatchBody {
+    pushes: Vec<Value>,
+}
+
+/// A validated push: who, which event, and its frame encoded once.
+struct Prepared {
+    users: Vec<String>,
+    event: String,
+    frame: Bytes,
+}
+
+fn prepare(push: PushBody) -> Result<Prepared, ApiError> {
+    let users = match (push.user_id, push.user_ids) {
+        (Some(user), None) => vec![user],
+        (None, Some(users)) if !users.is_empty() => users,
+        (None, Some(_)) => return Err(ApiError::bad_request("userIds must not be empty")),
+        (None, None) => return Err(ApiError::bad_request("userId or userIds is required")),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request("give userId or userIds, not both"))
+        }
+    };
+    non_empty("event", &push.event)?;
+    for user in &users {
+        non_empty("userId", user)?;
+    }
+    let frame = frame::text(&message_text(&push.message)?);
+    Ok(Prepared {
+        users,
+        event: push.event,
+        frame,
+    })
+}
+
+/// Validates one push and queues its frame to every user it names.
+async fn push_one(ctx: &RequestContext, push: PushBody) -> Result<Counted, ApiError> {
+    let prepared = prepare(push)?;
+    deliver(ctx, prepared.users, &prepared.event, &prepared.frame).await
+}
+
+/// Connections reached, and whether some node of the cluster did not answer in time.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Counted {
+    pub sent: usize,
+    pub partial: bool,
+}
+
+impl Counted {
+    pub fn to_json(self) -> Value {
+        if self.partial {
+            json!({ "sent": self.sent, "partial": true })
+        } else {
+            json!({ "sent": self.sent })
+        }
+    }
+}
+
+/// Delivers one frame to several users at once (each user's shard, and in cluster mode
+/// the other nodes, work in parallel) and adds up the counts.
+pub(super) async fn deliver(
+    ctx: &RequestContext,
+    users: Vec<String>,
+    event: &str,
+    frame: &Bytes,
+) -> Result<Counted, ApiError> {
+    let shared = &ctx.shared;
+    let accepted_at = Instant::now();
+    let deliveries = futures_util::future::join_all(
+        users
+            .into_iter()
+            .map(|user| shared.deliver(user, event.to_owned(), frame.clone(), accepted_at)),
+    )
+    .await;
+    let mut counted = Counted::default();
+    let mut local = 0;
+    for delivery in deliveries {
+        let delivery = delivery?;
+        counted.sent += delivery.sent;
+        counted.partial |= delivery.partial;
+        local += delivery.local;
+    }
+    shared.metrics.deliveries.increment(local as u64);
+    Ok(counted)
+}
+
+/// Up to `--max-batch` pushes, one result each. Every item is handed to its shards (and
+/// peers) before any count is awaited, so a batch costs one round of wake-ups, not one per
+/// item.
+async fn batch(ctx: &RequestContext, body: &[u8]) -> Result<Value, ApiError> {
+    let batch: BatchBody = parse(body)?;
+    let max = ctx.shared.config.max_batch;
+    if batch.pushes.len() > max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("at most {max} pushes per batch"),
+        ));
+    }
+    let items = batch.pushes.into_iter().map(|item| async move {
+        let push = serde_json::from_value::<PushBody>(item)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        push_one(ctx, push).await
+    });
+    let results = futures_util::future::join_all(items)
+        .await
+        .into_iter()
+        .map(|outcome| match outcome {
+            Ok(counted) => counted.to_json(),
+            Err(error) => json!({ "error": error.code, "message": error.message }),
+        })
+        .collect::<Vec<_>>();
+    Ok(json!({ "results": results }))
+}

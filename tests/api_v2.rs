@@ -1,0 +1,240 @@
+//! Push API v2 over real HTTP and WebSockets.
+
+mod common;
+
+use common::*;
+use hyper::StatusCode;
+use pushgate::Config;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+const JSON: (&str, &str) = ("content-type", "application/json");
+
+async fn post(gw: &Gateway, path: &str, body: Value) -> (StatusCode, Value) {
+    let (status, reply) = gw
+        .pusher()
+        .await
+        .request("POST", path, &[JSON], body.to_string())
+        .await;
+    (status, serde_json::from_str(&reply).expect("a JSON reply"))
+}
+
+#[tokio::test]
+async fn push_to_one_or_several_users_with_any_json_message() {
+    let gw = Gateway::start().await;
+    let mut alice = gw.client("alice", "alarm").await;
+    let mut bob = gw.client("bob", "alarm").await;
+    let (status, reply) = post(
+        &gw,
+        "/api/v2/push",
+        json!({"userId": "alice", "event": "alarm", "message": "disk full"}),
+    )
+    .await;
+    assert_eq!((status, reply), (StatusCode::OK, json!({"sent": 1})));
+    assert_eq!(next_text(&mut alice).await, "disk full");
+    let message = json!({"severity": "critical", "host": "db-3"});
+    let (status, reply) = post(
+        &gw,
+        "/api/v2/push",
+        json!({"userIds": ["alice", "bob", "nobody"], "event": "alarm", "message": message}),
+    )
+    .await;
+    assert_eq!((status, reply), (StatusCode::OK, json!({"sent": 2})));
+    for ws in [&mut alice, &mut bob] {
+        let text = next_text(ws).await;
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), message);
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn errors_are_json_with_precise_statuses() {
+    let mut config = Config::for_tests();
+    config.push_keys = vec!["k".into()];
+    config.max_push_body = 256;
+    let gw = Gateway::start_with(config).await;
+    let mut http = gw.pusher().await;
+    let auth = ("authorization", "Bearer k");
+    let ok_body = json!({"userId": "u", "event": "e", "message": "m"}).to_string();
+    // (method, headers, body, expected status, expected error code)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, String, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        ("POST", vec![JSON], ok_body.clone(), 401, "unauthorized"),
+        (
+            "POST",
+            vec![auth],
+            ok_body.clone(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "GET",
+            vec![auth, JSON],
+            String::new(),
+            405,
+            "method_not_allowed",
+        ),
+        ("POST", vec![auth, JSON], "{".into(), 400, "bad_request"),
+        (
+            "POST",
+            vec![auth, JSON],
+            json!({"event": "e", "message": "m"}).to_string(),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            vec![auth, JSON],
+            json!({"userId": "u", "event": "", "message": "m"}).to_string(),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            vec![auth, JSON],
+            json!({"userId": "u", "event": "e", "message": "x".repeat(300)}).to_string(),
+            413,
+            "too_large",
+        ),
+    ];
+    for (method, headers, body, status, code) in cases {
+        let (got, reply) = http
+            .request(method, "/api/v2/push", &headers, body.clone())
+            .await;
+        assert_eq!(got.as_u16(), status, "{method} {headers:?} {body}");
+        let reply: Value = serde_json::from_str(&reply).unwrap();
+        assert_eq!(reply["error"], code, "{reply}");
+        assert!(reply["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let (status, reply) = http
+        .request("POST", "/api/v2/push", &[auth, JSON], ok_body)
+        .await;
+    assert_eq!((status.as_u16(), reply.as_str()), (200, r#"{"sent":0}"#));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn batch_answers_each_item() {
+    let gw = Gateway::start().await;
+    let mut alice = gw.client("alice", "alarm").await;
+    let (status, reply) = post(
+        &gw,
+        "/api/v2/batch",
+        json!({"pushes": [
+            {"userId": "alice", "event": "alarm", "message": "one"},
+            {"userId": "alice", "event": "", "message": "bad"},
+            {"userIds": ["alice", "carol"], "event": "alarm", "message": {"n": 2}},
+        ]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let results = reply["results"].as_array().unwrap();
+    assert_eq!(results[0], json!({"sent": 1}));
+    assert_eq!(results[1]["error"], "bad_request");
+    assert_eq!(results[2], json!({"sent": 1}));
+    assert_eq!(next_text(&mut alice).await, "one");
+    assert_eq!(next_text(&mut alice).await, r#"{"n":2}"#);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn batch_size_is_bounded() {
+    let mut config = Config::for_tests();
+    config.max_batch = 2;
+    let gw = Gateway::start_with(config).await;
+    let item = json!({"userId": "u", "event": "e", "message": "m"});
+    let (status, reply) = post(&gw, "/api/v2/batch", json!({"pushes": [item, item, item]})).await;
+    assert_eq!(
+        (status, reply["error"].clone()),
+        (StatusCode::PAYLOAD_TOO_LARGE, json!("too_large"))
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn broadcast_reaches_every_user_of_the_event_on_every_shard() {
+    let mut config = Config::for_tests();
+    config.shards = Some(4);
+    let gw = Gateway::start_with(config).await;
+    let mut listeners = Vec::new();
+    for i in 0..12 {
+        listeners.push(gw.client(&format!("user-{i}"), "maintenance").await);
+    }
+    let mut other = gw.client("user-x", "alarm").await;
+    let (status, reply) = post(
+        &gw,
+        "/api/v2/broadcast",
+        json!({"event": "maintenance", "message": "db down at 22:00"}),
+    )
+    .await;
+    assert_eq!((status, reply), (StatusCode::OK, json!({"sent": 12})));
+    for ws in &mut listeners {
+        assert_eq!(next_text(ws).await, "db down at 22:00");
+    }
+    assert_nothing_queued(&mut other).await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn disconnect_closes_the_users_connections_with_4000() {
+    let gw = Gateway::start().await;
+    let mut alarm = gw.client("dana", "alarm").await;
+    let mut news = gw.client("dana", "news").await;
+    let (status, reply) = post(
+        &gw,
+        "/api/v2/disconnect",
+        json!({"userId": "dana", "event": "news"}),
+    )
+    .await;
+    assert_eq!((status, reply), (StatusCode::OK, json!({"closed": 1})));
+    match next(&mut news).await {
+        Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 4000),
+        other => panic!("expected close 4000, got {other:?}"),
+    }
+    assert_eq!(gw.pusher().await.push_ok("dana", "alarm", "still").await, 1);
+    assert_eq!(next_text(&mut alarm).await, "still");
+    let (_, reply) = post(&gw, "/api/v2/disconnect", json!({"userId": "dana"})).await;
+    assert_eq!(reply, json!({"closed": 1}));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn alertmanager_webhooks_go_to_the_labelled_users() {
+    let mut config = Config::for_tests();
+    config.alertmanager_receivers = vec!["oncall=olivia".into()];
+    let gw = Gateway::start_with(config).await;
+    let mut alice = gw.client("alice", "HighCPU").await;
+    let mut bob = gw.client("bob", "HighCPU").await;
+    let mut olivia = gw.client("olivia", "HighCPU").await;
+    let payload = json!({
+        "version": "4",
+        "groupKey": "{}:{alertname=\"HighCPU\"}",
+        "status": "firing",
+        "receiver": "oncall",
+        "groupLabels": {"alertname": "HighCPU"},
+        "commonLabels": {"alertname": "HighCPU"},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "truncatedAlerts": 0,
+        "alerts": [
+            {"status": "firing", "labels": {"alertname": "HighCPU", "user": "alice, bob", "instance": "db-3"},
+             "annotations": {"summary": "CPU > 95%"}, "startsAt": "2026-11-25T21:00:00Z",
+             "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prometheus/graph", "fingerprint": "a1"},
+            {"status": "firing", "labels": {"user": "alice"}, "annotations": {},
+             "startsAt": "2026-11-25T21:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+             "generatorURL": "", "fingerprint": "a2"}
+        ]
+    });
+    let (status, reply) = post(&gw, "/api/v2/alertmanager", payload).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        reply,
+        json!({"alerts": 2, "pushed": 1, "skipped": 1, "sent": 3})
+    );
+    for ws in [&mut alice, &mut bob, &mut olivia] {
+        let alert: Value = serde_json::from_str(&next_text(ws).await).unwrap();
+        assert_eq!(alert["labels"]["instance"], "db-3");
+        assert_eq!(alert["annotations"]["summary"], "CPU > 95%");
+    }
+    gw.stop().await;
+}

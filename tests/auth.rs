@@ -1,0 +1,179 @@
+//! Authentication modes and the opt-in register ack, over real sockets.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::SinkExt;
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use pushgate::auth::jwt::unix_now;
+use pushgate::config::AuthMode;
+use pushgate::Config;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+const SECRET: &[u8] = b"an HS256 secret of at least 32 bytes!";
+
+/// Sends a register frame asking for an ack and returns the reply.
+async fn register_with_ack(ws: &mut Ws, token: &str, event: &str) -> Value {
+    let frame = json!({"token": token, "event": event, "ack": true}).to_string();
+    ws.send(Message::Text(frame)).await.unwrap();
+    serde_json::from_str(&next_text(ws).await).unwrap()
+}
+
+async fn close_code(ws: &mut Ws) -> u16 {
+    loop {
+        match next(ws).await {
+            Message::Close(Some(frame)) => return u16::from(frame.code),
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn ack_replies_only_when_asked() {
+    let gw = Gateway::start().await;
+    let mut ws = gw.connect().await;
+    assert_eq!(
+        register_with_ack(&mut ws, "ann", "alarm").await,
+        json!({"type": "registered", "event": "alarm"})
+    );
+    assert_eq!(
+        register_with_ack(&mut ws, "someone-else", "alarm").await,
+        json!({"type": "error", "reason": "user_conflict"})
+    );
+    assert_eq!(
+        register_with_ack(&mut ws, "ann", "").await,
+        json!({"type": "error", "reason": "empty_field"})
+    );
+    // Without the opt-in, nothing comes back (the old protocol).
+    register(&mut ws, "ann", "news").await;
+    assert_nothing_queued(&mut ws).await;
+    gw.stop().await;
+}
+
+fn jwt_config() -> Config {
+    let dir = std::env::temp_dir().join(format!("pushgate-auth-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("hs256.key");
+    std::fs::write(&key, SECRET).unwrap();
+    let mut config = Config::for_tests();
+    config.auth = AuthMode::Jwt;
+    config.jwt_keys = vec![format!("main=HS256:{}", key.display())];
+    config.jwt_leeway = Duration::ZERO;
+    config
+}
+
+fn jwt(claims: Value, secret: &[u8]) -> String {
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some("main".into());
+    encode(&header, &claims, &EncodingKey::from_secret(secret)).unwrap()
+}
+
+#[tokio::test]
+async fn a_valid_jwt_binds_its_subject() {
+    let gw = Gateway::start_with(jwt_config()).await;
+    let token = jwt(json!({"sub": "erin", "exp": unix_now() + 600}), SECRET);
+    let mut ws = gw.connect().await;
+    assert_eq!(
+        register_with_ack(&mut ws, &token, "alarm").await["type"],
+        "registered"
+    );
+    assert_eq!(gw.pusher().await.push_ok("erin", "alarm", "hi").await, 1);
+    assert_eq!(next_text(&mut ws).await, "hi");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_jwt_is_answered_and_closed_with_4401_when_acked() {
+    let gw = Gateway::start_with(jwt_config()).await;
+    let forged = jwt(
+        json!({"sub": "erin", "exp": unix_now() + 600}),
+        b"not the secret, but long enough!!",
+    );
+    let mut ws = gw.connect().await;
+    assert_eq!(
+        register_with_ack(&mut ws, &forged, "alarm").await,
+        json!({"type": "error", "reason": "token_rejected"})
+    );
+    assert_eq!(close_code(&mut ws).await, 4401);
+    // Without the ack the old behaviour holds: open and unbound.
+    let mut quiet = gw.connect().await;
+    register(&mut quiet, &forged, "alarm").await;
+    assert_eq!(gw.pusher().await.push_ok("erin", "alarm", "x").await, 0);
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"pushgate_auth_rejections_total{reason="bad_signature"}"#
+        ),
+        Some(2.0)
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_is_closed_with_4408_when_its_token_expires() {
+    let gw = Gateway::start_with(jwt_config()).await;
+    let token = jwt(json!({"sub": "finn", "exp": unix_now() + 2}), SECRET);
+    let mut ws = gw.connect().await;
+    assert_eq!(
+        register_with_ack(&mut ws, &token, "alarm").await["type"],
+        "registered"
+    );
+    assert_eq!(close_code(&mut ws).await, 4408);
+    assert_eq!(gw.pusher().await.push_ok("finn", "alarm", "late").await, 0);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_tokens_reload_on_sighup_without_dropping_connections() {
+    let path = std::env::temp_dir().join(format!("pushgate-static-{}", std::process::id()));
+    std::fs::write(&path, "tok-a alice\n").unwrap();
+    let gw = GatewayProcess::start(
+        &[
+            "--auth",
+            "static",
+            "--static-tokens",
+            path.to_str().unwrap(),
+        ],
+        None,
+    )
+    .await;
+    let mut alice = gw.connect().await.unwrap();
+    assert_eq!(
+        register_with_ack(&mut alice, "tok-a", "alarm").await["type"],
+        "registered"
+    );
+    std::fs::write(&path, "tok-b bob\n").unwrap();
+    let pid = gw.child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    // The reload is asynchronous: retry until tok-b is known, bounded.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut bob = gw.connect().await.unwrap();
+        let reply = register_with_ack(&mut bob, "tok-b", "alarm").await;
+        if reply["type"] == "registered" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "reload never happened"
+        );
+    }
+    let mut late = gw.connect().await.unwrap();
+    assert_eq!(
+        register_with_ack(&mut late, "tok-a", "alarm").await["reason"],
+        "token_rejected"
+    );
+    // Alice, bound before the reload, is still connected and served.
+    assert_eq!(gw.pusher().await.push_ok("alice", "alarm", "kept").await, 1);
+    assert_eq!(next_text(&mut alice).await, "kept");
+    std::fs::remove_file(&path).unwrap();
+}

@@ -1,0 +1,260 @@
+//! Cluster mode over real processes: a real `nats-server` on a loopback port and several
+//! `pushgate` processes joined by it (`--nats-url`).
+//!
+//! Interest propagates asynchronously (a node subscribes to a bucket after its first user
+//! there registers, and announces it), so each test first pushes probes until the count is
+//! the one expected (a bounded retry loop, never a sleep), then checks exact behaviour.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+/// Bound for interest to propagate on a healthy cluster.
+const SETTLE: Duration = Duration::from_secs(10);
+
+/// Bound for recovery after NATS or a node comes back or goes (client reconnect backoff is
+/// up to 4 s; a silent peer is forgotten after 3.5 s).
+const RECOVER: Duration = Duration::from_secs(30);
+
+async fn node(nats: &NatsServer) -> GatewayProcess {
+    GatewayProcess::start(&["--nats-url", &nats.url(), "--shards", "2"], None).await
+}
+
+async fn readyz(gw: &GatewayProcess) -> (hyper::StatusCode, String) {
+    gw.pusher().await.request("GET", "/readyz", &[], "").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_into_one_node_reaches_connections_on_the_others_with_exact_counts() {
+    let nats = NatsServer::start().await;
+    let (a, b, c) = (node(&nats).await, node(&nats).await, node(&nats).await);
+    let mut on_a1 = a.client("alice", "alarm").await;
+    let mut on_a2 = a.client("alice", "alarm").await;
+    let mut other_event = a.client("alice", "other").await;
+    let mut on_c = c.client("alice", "alarm").await;
+    let mut into_b = b.pusher().await;
+
+    let probe = push_until_count(&mut into_b, "alice", "alarm", "probe", 3, SETTLE).await;
+    for ws in [&mut on_a1, &mut on_a2, &mut on_c] {
+        skip_until(ws, &probe).await;
+    }
+    // Exact counts, summed over nodes; frames verbatim; the other event gets nothing.
+    for i in 0..5 {
+        let message = format!("m{i} ✓ \"quoted\"");
+        let (sent, partial) = push_counted(&mut into_b, "alice", "alarm", &message).await;
+        assert_eq!((sent, partial), (3, false));
+        for ws in [&mut on_a1, &mut on_a2, &mut on_c] {
+            assert_eq!(next_text(ws).await, message);
+        }
+    }
+    assert_nothing_queued(&mut other_event).await;
+    // A user nobody holds: 0, not partial, no wait beyond the publish.
+    assert_eq!(
+        push_counted(&mut into_b, "nobody", "alarm", "x").await,
+        (0, false)
+    );
+    // Cluster status in readiness and metrics.
+    let (status, body) = readyz(&b).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, "ready\ncluster: connected\n");
+    let metrics = b.pusher().await.request("GET", "/metrics", &[], "").await.1;
+    assert_eq!(metric(&metrics, "pushgate_cluster_connected"), Some(1.0));
+    assert_eq!(metric(&metrics, "pushgate_cluster_peers"), Some(2.0));
+    let metrics = a.pusher().await.request("GET", "/metrics", &[], "").await.1;
+    assert!(metric(&metrics, "pushgate_cluster_buckets") >= Some(1.0));
+    assert!(
+        metric(
+            &metrics,
+            r#"pushgate_cluster_subscription_changes_total{change="subscribe"}"#
+        ) >= Some(1.0)
+    );
+    // Deliveries are counted where the frame was queued: A queued two per push.
+    assert!(metric(&metrics, "pushgate_deliveries_total") >= Some(10.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_on_every_node_gets_exactly_one_copy_per_connection_in_order() {
+    let nats = NatsServer::start().await;
+    let nodes = [node(&nats).await, node(&nats).await, node(&nats).await];
+    let mut clients = Vec::new();
+    for gw in &nodes {
+        clients.push(gw.client("everywhere", "alarm").await);
+    }
+    for (origin, gw) in nodes.iter().enumerate() {
+        let mut pusher = gw.pusher().await;
+        let probe = push_until_count(
+            &mut pusher,
+            "everywhere",
+            "alarm",
+            &format!("probe{origin}"),
+            3,
+            SETTLE,
+        )
+        .await;
+        for ws in &mut clients {
+            skip_until(ws, &probe).await;
+        }
+        for i in 0..20 {
+            let (sent, partial) =
+                push_counted(&mut pusher, "everywhere", "alarm", &format!("{origin}:{i}")).await;
+            assert_eq!((sent, partial), (3, false));
+        }
+        // Each connection, including the one on the accepting node: every push once, in
+        // the order of the replies.
+        for ws in &mut clients {
+            for i in 0..20 {
+                assert_eq!(next_text(ws).await, format!("{origin}:{i}"));
+            }
+            assert_nothing_queued(ws).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_nats_keeps_local_delivery_and_cross_node_delivery_comes_back() {
+    let mut nats = NatsServer::start().await;
+    let (a, b) = (node(&nats).await, node(&nats).await);
+    let mut on_a = a.client("carol", "alarm").await;
+    let mut into_a = a.pusher().await;
+    let mut into_b = b.pusher().await;
+    let probe = push_until_count(&mut into_b, "carol", "alarm", "before", 1, SETTLE).await;
+    skip_until(&mut on_a, &probe).await;
+
+    nats.stop();
+    // Local delivery never stops; the count is flagged partial while NATS is away (at once,
+    // or once the client has noticed the loss).
+    for i in 0..10 {
+        let message = format!("local-{i}");
+        let (sent, _) = push_counted(&mut into_a, "carol", "alarm", &message).await;
+        assert_eq!(sent, 1);
+        assert_eq!(next_text(&mut on_a).await, message);
+    }
+    let deadline = tokio::time::Instant::now() + RECOVER;
+    loop {
+        let (status, body) = readyz(&a).await;
+        assert_eq!(status, 200, "still ready: local serving works");
+        if body == "ready\ncluster: disconnected\n" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{body:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        push_counted(&mut into_a, "carol", "alarm", "while-down").await,
+        (1, true)
+    );
+    assert_eq!(next_text(&mut on_a).await, "while-down");
+    let metrics = a.pusher().await.request("GET", "/metrics", &[], "").await.1;
+    assert_eq!(metric(&metrics, "pushgate_cluster_connected"), Some(0.0));
+    assert!(metric(&metrics, "pushgate_cluster_partial_replies_total") >= Some(1.0));
+
+    // NATS returns on the same port: both clients reconnect and resubscribe by themselves.
+    nats.restart().await;
+    let probe = push_until_count(&mut into_b, "carol", "alarm", "after", 1, RECOVER).await;
+    skip_until(&mut on_a, &probe).await;
+    assert_eq!(
+        push_counted(&mut into_b, "carol", "alarm", "resumed").await,
+        (1, false)
+    );
+    assert_eq!(next_text(&mut on_a).await, "resumed");
+    assert_eq!(readyz(&a).await.1, "ready\ncluster: connected\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_starts_without_nats_and_joins_when_it_appears() {
+    // A port nobody listens on yet (a race with another test taking it is harmless here:
+    // the node would then find a server that is not NATS and keep retrying).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let a = GatewayProcess::start(&["--nats-url", &url], None).await;
+    let mut on_a = a.client("dave", "alarm").await;
+    let mut into_a = a.pusher().await;
+    assert_eq!(
+        push_counted(&mut into_a, "dave", "alarm", "alone").await,
+        (1, true)
+    );
+    assert_eq!(next_text(&mut on_a).await, "alone");
+    let (status, body) = readyz(&a).await;
+    assert_eq!(
+        (status.as_u16(), body.as_str()),
+        (200, "ready\ncluster: connecting\n")
+    );
+
+    let nats = NatsServer::start_on(i32::from(port)).await;
+    let b = node(&nats).await;
+    let mut into_b = b.pusher().await;
+    let probe = push_until_count(&mut into_b, "dave", "alarm", "joined", 1, RECOVER).await;
+    skip_until(&mut on_a, &probe).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_node_leaves_the_others_delivering() {
+    let nats = NatsServer::start().await;
+    let (a, b) = (node(&nats).await, node(&nats).await);
+    let mut c = node(&nats).await;
+    let mut on_a = a.client("erin", "alarm").await;
+    let mut on_b = b.client("erin", "alarm").await;
+    let _on_c = c.client("erin", "alarm").await;
+    let mut into_a = a.pusher().await;
+    let probe = push_until_count(&mut into_a, "erin", "alarm", "three", 3, SETTLE).await;
+    skip_until(&mut on_a, &probe).await;
+    skip_until(&mut on_b, &probe).await;
+
+    c.child.kill().await.unwrap();
+    // The survivors keep delivering at once; the count is a lower bound (partial) until C
+    // is forgotten, then exact again.
+    for i in 0..5 {
+        let message = format!("after-kill-{i}");
+        let (sent, _) = push_counted(&mut into_a, "erin", "alarm", &message).await;
+        assert!(sent >= 2, "{sent}");
+        assert_eq!(next_text(&mut on_a).await, message);
+        assert_eq!(next_text(&mut on_b).await, message);
+    }
+    let probe = push_until_count(&mut into_a, "erin", "alarm", "two", 2, RECOVER).await;
+    skip_until(&mut on_a, &probe).await;
+    skip_until(&mut on_b, &probe).await;
+}
+
+/// A connect/disconnect storm (page reloads): 200 users each reconnecting 5 times. Bucket
+/// subscriptions follow users, but a bucket that empties lingers before it is unsubscribed,
+/// so reconnections cost no churn: subscribe operations stay at one per bucket reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_storm_causes_no_subscription_churn() {
+    const USERS: usize = 200;
+    const ROUNDS: usize = 5;
+    let nats = NatsServer::start().await;
+    let a = node(&nats).await;
+    for _ in 0..ROUNDS {
+        let mut clients = Vec::new();
+        for user in 0..USERS {
+            clients.push(a.client(&format!("storm-{user}"), "alarm").await);
+        }
+        for mut ws in clients {
+            ws.close(None).await.unwrap();
+            while futures_util::StreamExt::next(&mut ws).await.is_some() {}
+        }
+    }
+    let metrics = a.pusher().await.request("GET", "/metrics", &[], "").await.1;
+    let subscribes = metric(
+        &metrics,
+        r#"pushgate_cluster_subscription_changes_total{change="subscribe"}"#,
+    )
+    .unwrap();
+    let unsubscribes = metric(
+        &metrics,
+        r#"pushgate_cluster_subscription_changes_total{change="unsubscribe"}"#,
+    )
+    .unwrap();
+    eprintln!(
+        "{} bindings and unbindings: {subscribes} subscribes, {unsubscribes} unsubscribes",
+        2 * USERS * ROUNDS
+    );
+    assert!(subscribes <= USERS as f64, "{subscribes}");
+    assert_eq!(unsubscribes, 0.0, "a bucket lingers before it is dropped");
+}
