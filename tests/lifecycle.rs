@@ -151,16 +151,32 @@ async fn protocol_violations_get_the_right_close_codes() {
 
 #[tokio::test]
 async fn a_client_that_never_reads_is_closed_as_slow_while_others_receive() {
+    const READERS: usize = 100;
     let mut config = Config::for_tests();
     config.conn_queue_frames = 16;
     config.conn_queue_bytes = 64 * 1024;
     let gw = Gateway::start_with(config).await;
     let mut readers = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..READERS {
         readers.push(gw.client("mia", "alarm").await);
     }
-    // A raw client that registers and then never reads a byte.
-    let mut stalled = raw_websocket(&gw).await;
+    // A raw client with a small receive buffer that registers and then never reads a byte.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(gw.addr).await.unwrap();
+    stalled
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    let mut byte = [0u8; 1];
+    while !response.ends_with(b"\r\n\r\n") {
+        stalled.read_exact(&mut byte).await.unwrap();
+        response.push(byte[0]);
+    }
     let register = br#"{"token":"mia","event":"alarm"}"#;
     let mut frame = vec![0x81, 0x80 | register.len() as u8, 0, 0, 0, 0];
     frame.extend_from_slice(register);
@@ -170,23 +186,24 @@ async fn a_client_that_never_reads_is_closed_as_slow_while_others_receive() {
     stalled.read_exact(&mut pong).await.unwrap();
     assert_eq!(pong, [0x8A, 0x00]);
 
-    let message = "m".repeat(16 * 1024);
+    let message = "m".repeat(4 * 1024);
     let mut pusher = gw.pusher().await;
     let mut pushes = 0;
-    // Each push reaches all six until the stalled one's socket buffers and queue fill up.
+    // Each push reaches everyone until the stalled client's socket buffers and queue fill
+    // up; then it is closed, and the readers still get every push.
     loop {
         let sent = pusher.push_ok("mia", "alarm", &message).await;
         pushes += 1;
         for reader in &mut readers {
             assert_eq!(next_text(reader).await.len(), message.len());
         }
-        if sent == 5 {
+        if sent == READERS {
             break;
         }
-        assert_eq!(sent, 6);
-        assert!(pushes < 10_000, "the stalled client was never closed");
+        assert_eq!(sent, READERS + 1);
+        assert!(pushes < 2_000, "the stalled client was never closed");
     }
-    assert_eq!(pusher.push_ok("mia", "alarm", "after").await, 5);
+    assert_eq!(pusher.push_ok("mia", "alarm", "after").await, READERS);
     for reader in &mut readers {
         assert_eq!(next_text(reader).await, "after");
     }

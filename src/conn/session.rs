@@ -498,6 +498,78 @@ async fn linger(read_half: &OwnedReadHalf, reader: &mut FrameReader) {
 
 #[cfg(test)]
 mod tests {
+    use super::{TimerAction, Timers};
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    fn config() -> crate::config::Config {
+        let mut config = crate::config::Config::for_tests();
+        config.ping_interval = Duration::from_secs(30);
+        config.idle_timeout = Duration::from_secs(75);
+        config.register_timeout = Duration::from_secs(20);
+        config
+    }
+
+    /// On tokio's paused clock: the timers fire in the documented order at the documented
+    /// moments, and anything heard from the client pushes the idle deadline back.
+    #[tokio::test(start_paused = true)]
+    async fn timers_fire_on_a_paused_clock() {
+        let config = config();
+        let mut timers = Timers::new(Instant::now(), &config);
+        assert_eq!(timers.earliest(), Instant::now() + Duration::from_secs(20));
+        tokio::time::advance(Duration::from_secs(20)).await;
+        assert_eq!(
+            timers.due(Instant::now(), config.ping_interval),
+            TimerAction::CloseUnregistered
+        );
+
+        // Registered: pings every 30 s; the client answers each one.
+        let mut timers = Timers::new(Instant::now(), &config);
+        timers.register_deadline = None;
+        for _ in 0..5 {
+            tokio::time::sleep_until(timers.earliest()).await;
+            assert_eq!(
+                timers.due(Instant::now(), config.ping_interval),
+                TimerAction::Ping
+            );
+            timers.heard(Instant::now(), config.idle_timeout);
+        }
+        // Then it goes silent: two more pings, then the idle close, 75 s after it was last heard.
+        let last_heard = Instant::now();
+        let mut actions = Vec::new();
+        loop {
+            tokio::time::sleep_until(timers.earliest()).await;
+            let action = timers.due(Instant::now(), config.ping_interval);
+            actions.push(action);
+            if action == TimerAction::CloseIdle {
+                break;
+            }
+        }
+        assert_eq!(
+            actions,
+            vec![TimerAction::Ping, TimerAction::Ping, TimerAction::CloseIdle]
+        );
+        assert_eq!(Instant::now() - last_heard, Duration::from_secs(75));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn token_expiry_and_drain_close_before_anything_else() {
+        let config = config();
+        let mut timers = Timers::new(Instant::now(), &config);
+        timers.register_deadline = None;
+        timers.token_expiry = Some(Instant::now() + Duration::from_secs(5));
+        tokio::time::sleep_until(timers.earliest()).await;
+        assert_eq!(
+            timers.due(Instant::now(), config.ping_interval),
+            TimerAction::CloseExpired
+        );
+        timers.drain_close = Some(Instant::now());
+        assert_eq!(
+            timers.due(Instant::now(), config.ping_interval),
+            TimerAction::CloseForDrain
+        );
+    }
+
     #[test]
     fn session_state_stays_small() {
         // Each idle connection keeps its session and writer futures alive: their sizes are
