@@ -26,6 +26,8 @@ pub enum AuthMode {
     Static,
     /// Signed JWTs verified with `--jwt-key`.
     Jwt,
+    /// A backend at `--auth-http-url` decides.
+    Http,
 }
 
 fn duration(value: &str) -> Result<Duration, humantime::DurationError> {
@@ -164,6 +166,26 @@ pub struct Config {
     /// With `--auth jwt`: close a connection when its token expires (4408).
     #[arg(long, env = "PUSHGATE_JWT_CLOSE_ON_EXPIRY", default_value_t = true, action = clap::ArgAction::Set)]
     pub jwt_close_on_expiry: bool,
+
+    /// With `--auth http`: the backend URL (http://) the token is POSTed to.
+    #[arg(long, env = "PUSHGATE_AUTH_HTTP_URL")]
+    pub auth_http_url: Option<String>,
+
+    /// With `--auth http`: time allowed for the backend's answer.
+    #[arg(long, env = "PUSHGATE_AUTH_HTTP_TIMEOUT", default_value = "2s", value_parser = duration)]
+    pub auth_http_timeout: Duration,
+
+    /// With `--auth http`: most backend requests in flight.
+    #[arg(long, env = "PUSHGATE_AUTH_HTTP_CONCURRENCY", default_value_t = 64)]
+    pub auth_http_concurrency: usize,
+
+    /// With `--auth http`: how long an accepted token is remembered.
+    #[arg(long, env = "PUSHGATE_AUTH_HTTP_CACHE_TTL", default_value = "30s", value_parser = duration)]
+    pub auth_http_cache_ttl: Duration,
+
+    /// With `--auth http`: how long a refused token is remembered.
+    #[arg(long, env = "PUSHGATE_AUTH_HTTP_NEGATIVE_TTL", default_value = "5s", value_parser = duration)]
+    pub auth_http_negative_ttl: Duration,
 
     /// Most pushes in one `POST /api/v2/batch`.
     #[arg(long, env = "PUSHGATE_MAX_BATCH", default_value_t = 1000)]

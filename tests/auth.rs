@@ -177,3 +177,127 @@ async fn static_tokens_reload_on_sighup_without_dropping_connections() {
     assert_eq!(next_text(&mut alice).await, "kept");
     std::fs::remove_file(&path).unwrap();
 }
+
+/// A token backend on a real socket: `good-NAME` is user NAME, anything else is refused.
+/// Counts the requests it answers.
+async fn token_backend() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use http_body_util::{BodyExt, Full};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let asked = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = asked.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |request: hyper::Request<hyper::body::Incoming>| {
+                        let counter = counter.clone();
+                        async move {
+                            counter.fetch_add(1, Ordering::SeqCst);
+                            let body = request.into_body().collect().await.unwrap().to_bytes();
+                            let token: Value = serde_json::from_slice(&body).unwrap();
+                            let token = token["token"].as_str().unwrap_or("").to_owned();
+                            let response = match token.strip_prefix("good-") {
+                                Some(user) => hyper::Response::new(Full::new(bytes::Bytes::from(
+                                    json!({"userId": user}).to_string(),
+                                ))),
+                                None => {
+                                    let mut r =
+                                        hyper::Response::new(Full::new(bytes::Bytes::new()));
+                                    *r.status_mut() = hyper::StatusCode::UNAUTHORIZED;
+                                    r
+                                }
+                            };
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, asked)
+}
+
+fn http_auth_config(url: String) -> Config {
+    let mut config = Config::for_tests();
+    config.auth = AuthMode::Http;
+    config.auth_http_url = Some(url);
+    config.auth_http_timeout = Duration::from_secs(2);
+    config
+}
+
+#[tokio::test]
+async fn an_http_backend_decides_and_its_answers_are_cached() {
+    use std::sync::atomic::Ordering;
+    let (backend, asked) = token_backend().await;
+    let gw = Gateway::start_with(http_auth_config(format!("http://{backend}/auth"))).await;
+    let mut first = gw.connect().await;
+    assert_eq!(
+        register_with_ack(&mut first, "good-gwen", "alarm").await["type"],
+        "registered"
+    );
+    let mut second = gw.connect().await;
+    assert_eq!(
+        register_with_ack(&mut second, "good-gwen", "alarm").await["type"],
+        "registered"
+    );
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        1,
+        "the second answer came from the cache"
+    );
+    assert_eq!(gw.pusher().await.push_ok("gwen", "alarm", "hi").await, 2);
+    let mut refused = gw.connect().await;
+    assert_eq!(
+        register_with_ack(&mut refused, "stolen", "alarm").await["reason"],
+        "token_rejected"
+    );
+    assert_eq!(close_code(&mut refused).await, 4401);
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"pushgate_auth_rejections_total{reason="refused"}"#
+        ),
+        Some(1.0)
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_backend_that_is_down_refuses_registrations_without_blocking_others() {
+    // Nothing listens on this port once the listener is dropped.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let gw = Gateway::start_with(http_auth_config(format!("http://{dead}/auth"))).await;
+    let mut ws = gw.connect().await;
+    assert_eq!(
+        register_with_ack(&mut ws, "good-hal", "alarm").await,
+        json!({"type": "error", "reason": "auth_unavailable"})
+    );
+    // The connection stays open (the client may retry), and pushes still work.
+    sync(&mut ws).await;
+    assert_eq!(gw.pusher().await.push_ok("hal", "alarm", "x").await, 0);
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"pushgate_registrations_total{result="auth_unavailable"}"#
+        ),
+        Some(1.0)
+    );
+    gw.stop().await;
+}

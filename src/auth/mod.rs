@@ -2,7 +2,8 @@
 //!
 //! The old server took a `func(token) (userID, ok)`; [`Authenticator`] is its async
 //! counterpart, chosen by `--auth`: `identity` (the userID is the token, the default),
-//! `static` (a file of tokens, reloaded on SIGHUP) or `jwt` (signed tokens, keys by `kid`).
+//! `static` (a file of tokens, reloaded on SIGHUP), `jwt` (signed tokens, keys by `kid`) or
+//! `http` (a backend decides).
 //! An authenticator may say when the identity expires; the session then closes the
 //! connection at that moment (4408).
 
@@ -13,6 +14,7 @@ use std::time::SystemTime;
 
 use crate::config::{AuthMode, Config, ConfigError};
 
+pub mod http;
 pub mod identity;
 pub mod jwt;
 pub mod static_file;
@@ -54,10 +56,12 @@ pub enum RejectReason {
     Claims,
     #[error("token is unknown")]
     UnknownToken,
+    #[error("the authentication backend refused the token")]
+    Refused,
 }
 
 impl RejectReason {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Malformed,
         Self::BadSignature,
         Self::Expired,
@@ -66,6 +70,7 @@ impl RejectReason {
         Self::AlgorithmMismatch,
         Self::Claims,
         Self::UnknownToken,
+        Self::Refused,
     ];
 
     /// Bounded label value for metrics.
@@ -79,6 +84,7 @@ impl RejectReason {
             Self::AlgorithmMismatch => "algorithm_mismatch",
             Self::Claims => "claims",
             Self::UnknownToken => "unknown_token",
+            Self::Refused => "refused",
         }
     }
 }
@@ -118,5 +124,6 @@ pub fn from_config(config: &Config) -> Result<Arc<dyn Authenticator>, ConfigErro
                 .ok_or(ConfigError::Missing("--static-tokens (with --auth static)"))?,
         )?),
         AuthMode::Jwt => Arc::new(jwt::JwtAuthenticator::from_config(config)?),
+        AuthMode::Http => Arc::new(http::HttpAuthenticator::from_config(config)?),
     })
 }

@@ -1,0 +1,171 @@
+//! Asking a backend: the token is POSTed as `{"token": "..."}` to `--auth-http-url`; a 200
+//! with `{"userId": "..."}` accepts it, 401/403/404 refuse it, anything else (other
+//! statuses, errors, the `--auth-http-timeout`) means the backend is unavailable and the
+//! registration is refused as such, without blocking any other connection. At most
+//! `--auth-http-concurrency` requests are in flight; answers are cached briefly (accepted
+//! tokens for `--auth-http-cache-ttl`, refused ones for `--auth-http-negative-ttl`).
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::CONTENT_TYPE;
+use hyper::{Method, Request, StatusCode, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::Semaphore;
+
+use super::{AuthError, AuthFuture, Authenticator, Identity, RejectReason};
+use crate::config::{Config, ConfigError};
+
+/// Cached answers kept at most; past it the cache is cleared (a simple, bounded policy).
+const CACHE_CAPACITY: usize = 100_000;
+
+/// Largest backend reply read.
+const MAX_REPLY: usize = 64 * 1024;
+
+type Answer = Result<String, RejectReason>;
+
+pub struct HttpAuthenticator {
+    url: Uri,
+    client: Client<HttpConnector, Full<Bytes>>,
+    timeout: Duration,
+    permits: Semaphore,
+    positive_ttl: Duration,
+    negative_ttl: Duration,
+    cache: Mutex<HashMap<String, (Instant, Answer)>>,
+}
+
+impl std::fmt::Debug for HttpAuthenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpAuthenticator")
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Reply {
+    user_id: String,
+}
+
+impl HttpAuthenticator {
+    pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
+        let url = config
+            .auth_http_url
+            .as_deref()
+            .ok_or(ConfigError::Missing("--auth-http-url (with --auth http)"))?;
+        let url: Uri =
+            url.parse()
+                .map_err(|e: hyper::http::uri::InvalidUri| ConfigError::File {
+                    path: url.to_owned(),
+                    reason: e.to_string(),
+                })?;
+        if url.scheme_str() != Some("http") {
+            return Err(ConfigError::File {
+                path: url.to_string(),
+                reason: "only http:// backends are supported (keep them on a private network)"
+                    .into(),
+            });
+        }
+        if config.auth_http_concurrency == 0 {
+            return Err(ConfigError::Zero("--auth-http-concurrency"));
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.auth_http_timeout));
+        Ok(Self {
+            url,
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            timeout: config.auth_http_timeout,
+            permits: Semaphore::new(config.auth_http_concurrency),
+            positive_ttl: config.auth_http_cache_ttl,
+            negative_ttl: config.auth_http_negative_ttl,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn cached(&self, token: &str) -> Option<Answer> {
+        let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        cache
+            .get(token)
+            .filter(|(until, _)| Instant::now() < *until)
+            .map(|(_, answer)| answer.clone())
+    }
+
+    fn remember(&self, token: &str, answer: &Answer) {
+        let ttl = if answer.is_ok() {
+            self.positive_ttl
+        } else {
+            self.negative_ttl
+        };
+        if ttl.is_zero() {
+            return;
+        }
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= CACHE_CAPACITY {
+            cache.clear();
+        }
+        cache.insert(token.to_owned(), (Instant::now() + ttl, answer.clone()));
+    }
+
+    async fn ask(&self, token: &str) -> Result<Answer, AuthError> {
+        let body = serde_json::json!({ "token": token }).to_string();
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(self.url.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|_| AuthError::Unavailable)?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|_| AuthError::Unavailable)?;
+        match response.status() {
+            StatusCode::OK => {}
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND => {
+                return Ok(Err(RejectReason::Refused))
+            }
+            _ => return Err(AuthError::Unavailable),
+        }
+        let bytes = Limited::new(response.into_body(), MAX_REPLY)
+            .collect()
+            .await
+            .map_err(|_| AuthError::Unavailable)?
+            .to_bytes();
+        match serde_json::from_slice::<Reply>(&bytes) {
+            Ok(reply) if !reply.user_id.is_empty() => Ok(Ok(reply.user_id)),
+            _ => Ok(Err(RejectReason::Claims)),
+        }
+    }
+}
+
+impl Authenticator for HttpAuthenticator {
+    fn authenticate<'a>(&'a self, token: &'a str) -> AuthFuture<'a> {
+        Box::pin(async move {
+            let answer = match self.cached(token) {
+                Some(answer) => answer,
+                None => {
+                    let asked = tokio::time::timeout(self.timeout, async {
+                        let _permit = self
+                            .permits
+                            .acquire()
+                            .await
+                            .map_err(|_| AuthError::Unavailable)?;
+                        self.ask(token).await
+                    })
+                    .await
+                    .map_err(|_| AuthError::Unavailable)??;
+                    self.remember(token, &asked);
+                    asked
+                }
+            };
+            answer.map(Identity::forever).map_err(AuthError::Rejected)
+        })
+    }
+}
