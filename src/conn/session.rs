@@ -19,8 +19,9 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::outbox::WriterStep;
 use super::outbox::{Outbox, QueueError};
-use super::writer;
+use super::writer::Writer;
 use crate::auth::{AuthError, RejectReason};
 use crate::gateway::Shared;
 use crate::metrics::{CloseReason, RegisterResult};
@@ -53,12 +54,12 @@ enum Ending {
     WriterEnded,
 }
 
-/// What woke the read loop.
+/// What woke the connection's loop.
 enum Wake {
     Readable,
     SocketError,
     Draining,
-    WriterEnded,
+    Write(WriterStep),
     Timer,
 }
 
@@ -73,11 +74,7 @@ pub async fn run(
     let conn_id = shared.next_conn_id();
     let (read_half, write_half) = stream.into_split();
     let outbox = Arc::new(Outbox::new(shared.config.queue_limits()));
-    let writer_task = tokio::spawn(writer::run(
-        write_half,
-        outbox.clone(),
-        shared.metrics.clone(),
-    ));
+    let writer = Writer::new(write_half, outbox.clone(), shared.metrics.clone());
 
     let mut session = Session {
         conn: ConnHandle {
@@ -87,7 +84,7 @@ pub async fn run(
         shared: &shared,
         bound: None,
         token_expiry: None,
-        writer: Some(writer_task),
+        writer,
     };
     let mut reader = FrameReader::with_initial(shared.config.max_message_size, initial);
     let ending = session
@@ -110,10 +107,8 @@ pub async fn run(
         },
     };
     shared.metrics.close(reason);
-    // The writer ends after the close frame (or at once when the socket is dead).
-    if let Some(writer_task) = session.writer.take() {
-        let _ = writer_task.await;
-    }
+    // Write what is still queued, then the close frame (at once when the socket is dead).
+    Box::pin(session.writer.finish()).await;
     if matches!(ending, Ending::ServerClosed(_) | Ending::WriterEnded) {
         let _ = Box::pin(tokio::time::timeout(
             CLOSE_LINGER,
@@ -129,19 +124,8 @@ struct Session<'a> {
     bound: Option<Bound>,
     /// When the earliest token this connection registered with expires.
     token_expiry: Option<Instant>,
-    /// The writer task, until it has been seen to end.
-    writer: Option<tokio::task::JoinHandle<()>>,
-}
-
-/// Resolves when the writer task ends (never, once it has been seen to end).
-async fn writer_ended(writer: &mut Option<tokio::task::JoinHandle<()>>) {
-    match writer {
-        Some(handle) => {
-            let _ = handle.await;
-            *writer = None;
-        }
-        None => std::future::pending().await,
-    }
+    /// The write side; this task drives it between reads.
+    writer: Writer,
 }
 
 /// The moments a connection's timers fire: the next ping, the idle deadline, the register
@@ -259,14 +243,19 @@ impl Session<'_> {
                     Err(_) => Wake::SocketError,
                 },
                 _ = draining.changed(), if timers.drain_close.is_none() => Wake::Draining,
-                _ = writer_ended(&mut self.writer) => Wake::WriterEnded,
+                step = self.writer.ready(), if !self.writer.is_finished() => Wake::Write(step),
                 _ = tokio::time::sleep_until(timers.earliest()) => Wake::Timer,
             };
             match wake {
                 Wake::Readable => {}
                 Wake::SocketError => return Ending::Reset,
                 Wake::Draining => continue,
-                Wake::WriterEnded => return Ending::WriterEnded,
+                Wake::Write(step) => {
+                    if !Box::pin(self.writer.perform(step)).await {
+                        return Ending::WriterEnded;
+                    }
+                    continue;
+                }
                 Wake::Timer => {
                     match timers.due(Instant::now(), config.ping_interval) {
                         TimerAction::Nothing => {}
@@ -592,6 +581,7 @@ mod tests {
         let (_tx, rx) = tokio::sync::watch::channel(false);
         let session = super::run(stream, Vec::new(), shared, rx);
         let size = std::mem::size_of_val(&session);
-        assert!(size <= 1024, "session future is {size} bytes");
+        // It includes the writer's state since the session drives the writes too.
+        assert!(size <= 1100, "session future is {size} bytes");
     }
 }

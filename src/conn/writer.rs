@@ -1,4 +1,4 @@
-//! The one task that writes to a connection's socket.
+//! The writing half of a connection: the only code that writes to its socket.
 //!
 //! It takes everything queued in the [`Outbox`] at once and writes it with as few `writev`
 //! calls as the kernel allows: a small write to loopback costs ~4.4 µs of kernel time whatever
@@ -24,38 +24,84 @@ const MAX_SLICES: usize = 64;
 /// How long a close frame may take to reach the socket before the connection is dropped.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Runs until the outbox says stop or a write fails; then the write half is shut down.
-pub async fn run(mut sink: OwnedWriteHalf, outbox: Arc<Outbox>, metrics: Arc<Metrics>) {
-    let mut batch: Vec<Queued> = Vec::new();
-    loop {
-        match outbox.next_step(&mut batch).await {
+/// The write side of a connection, driven by the connection's session task: one task per
+/// connection reads and writes, which saves a task (and its memory) per idle connection.
+pub struct Writer {
+    sink: OwnedWriteHalf,
+    outbox: Arc<Outbox>,
+    metrics: Arc<Metrics>,
+    batch: Vec<Queued>,
+    finished: bool,
+}
+
+impl Writer {
+    pub fn new(sink: OwnedWriteHalf, outbox: Arc<Outbox>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            sink,
+            outbox,
+            metrics,
+            batch: Vec::new(),
+            finished: false,
+        }
+    }
+
+    /// True once the close frame was written, the socket failed, or the outbox said stop.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Waits until there is something to write. Cancel-safe: frames leave the outbox only
+    /// in the poll that returns them.
+    pub async fn ready(&mut self) -> WriterStep {
+        self.outbox.next_step(&mut self.batch).await
+    }
+
+    /// Carries out a step returned by [`Writer::ready`]; returns false once finished.
+    pub async fn perform(&mut self, step: WriterStep) -> bool {
+        match step {
             WriterStep::Frames => {
                 let written = tokio::select! {
                     biased;
-                    _ = outbox.aborted() => Err(io::Error::other("slow consumer")),
-                    // Boxed: the write path's state would otherwise size every idle writer.
-                    result = Box::pin(write_batch(sink.as_ref(), &batch)) => result,
+                    _ = self.outbox.aborted() => Err(io::Error::other("slow consumer")),
+                    // Boxed: the write path's state would otherwise size every idle connection.
+                    result = Box::pin(write_batch(self.sink.as_ref(), &self.batch)) => result,
                 };
                 match written {
-                    Ok(bytes) => record_delivery(&metrics, &batch, bytes),
+                    Ok(bytes) => record_delivery(&self.metrics, &self.batch, bytes),
                     Err(_) => {
-                        outbox.mark_closed();
-                        break;
+                        self.outbox.mark_closed();
+                        self.finish_socket().await;
                     }
                 }
-                batch.clear();
-                if batch.capacity() > 4 * MAX_SLICES {
-                    batch.shrink_to(MAX_SLICES);
+                self.batch.clear();
+                if self.batch.capacity() > 4 * MAX_SLICES {
+                    self.batch.shrink_to(MAX_SLICES);
                 }
             }
             WriterStep::Close(frame) => {
-                let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, sink.write_all(&frame)).await;
-                break;
+                let _ =
+                    tokio::time::timeout(CLOSE_WRITE_TIMEOUT, self.sink.write_all(&frame)).await;
+                self.finish_socket().await;
             }
-            WriterStep::Stop => break,
+            WriterStep::Stop => self.finish_socket().await,
+        }
+        !self.finished
+    }
+
+    /// Writes whatever the outbox still holds, up to and including its close frame.
+    pub async fn finish(&mut self) {
+        while !self.finished {
+            let step = self.ready().await;
+            self.perform(step).await;
         }
     }
-    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, sink.shutdown()).await;
+
+    async fn finish_socket(&mut self) {
+        if !self.finished {
+            self.finished = true;
+            let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, self.sink.shutdown()).await;
+        }
+    }
 }
 
 fn record_delivery(metrics: &Metrics, batch: &[Queued], bytes: usize) {
