@@ -97,6 +97,56 @@ impl Shared {
         }
     }
 
+    /// Queues a broadcast frame to every connection registered for `event`: this node's,
+    /// and in cluster mode every live node's.
+    pub async fn broadcast(
+        &self,
+        event: &str,
+        frame: Bytes,
+        accepted_at: Instant,
+    ) -> Result<Delivery, PushRefused> {
+        match &self.cluster {
+            Some(cluster) => {
+                cluster
+                    .broadcast(&self.router, event, frame, accepted_at)
+                    .await
+            }
+            None => {
+                let sent = self.router.broadcast(event, frame, accepted_at).await?;
+                Ok(Delivery {
+                    local: sent,
+                    sent,
+                    partial: false,
+                })
+            }
+        }
+    }
+
+    /// Closes the connections of `user` (for `event` only, when given) with `close_frame`:
+    /// this node's, and in cluster mode every other node's. `sent` counts closed connections.
+    pub async fn disconnect(
+        &self,
+        user: String,
+        event: Option<String>,
+        close_frame: Bytes,
+    ) -> Result<Delivery, PushRefused> {
+        match &self.cluster {
+            Some(cluster) => {
+                cluster
+                    .disconnect(&self.router, user, event, close_frame)
+                    .await
+            }
+            None => {
+                let closed = self.router.disconnect(user, event, close_frame).await?;
+                Ok(Delivery {
+                    local: closed,
+                    sent: closed,
+                    partial: false,
+                })
+            }
+        }
+    }
+
     pub fn next_conn_id(&self) -> u64 {
         self.conn_ids.fetch_add(1, Ordering::Relaxed)
     }

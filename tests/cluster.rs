@@ -10,6 +10,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
 
 /// Bound for interest to propagate on a healthy cluster.
 const SETTLE: Duration = Duration::from_secs(10);
@@ -257,4 +259,147 @@ async fn a_reconnect_storm_causes_no_subscription_churn() {
     );
     assert!(subscribes <= USERS as f64, "{subscribes}");
     assert_eq!(unsubscribes, 0.0, "a bucket lingers before it is dropped");
+}
+
+/// `POST /api/v2/<endpoint>` with a JSON body; asserts a 200 and returns the JSON reply.
+async fn v2(pusher: &mut Pusher, endpoint: &str, body: serde_json::Value) -> serde_json::Value {
+    let (status, reply) = pusher
+        .request(
+            "POST",
+            &format!("/api/v2/{endpoint}"),
+            &[("content-type", "application/json")],
+            body.to_string(),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    serde_json::from_str(&reply).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_into_one_node_reaches_every_node_with_the_exact_sum() {
+    let nats = NatsServer::start().await;
+    let (a, b, c) = (node(&nats).await, node(&nats).await, node(&nats).await);
+    // Different users on every node, several per node: a broadcast ignores buckets.
+    let mut listeners = vec![
+        a.client("news-a1", "news").await,
+        a.client("news-a2", "news").await,
+        b.client("news-b1", "news").await,
+        c.client("news-c1", "news").await,
+        c.client("news-c2", "news").await,
+    ];
+    let mut other_event = a.client("news-a1", "other").await;
+    let mut into_b = b.pusher().await;
+
+    // Peers learn of each other through presence: broadcast probes until all answer.
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    let mut attempt = 0;
+    let probe = loop {
+        attempt += 1;
+        let message = format!("probe-{attempt}");
+        let reply = v2(
+            &mut into_b,
+            "broadcast",
+            json!({"event": "news", "message": message}),
+        )
+        .await;
+        if reply == json!({"sent": 5}) {
+            break message;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "last reply {reply}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for ws in &mut listeners {
+        skip_until(ws, &probe).await;
+    }
+    for i in 0..5 {
+        let message = format!("to everyone {i} ✓ \"quoted\"");
+        let reply = v2(
+            &mut into_b,
+            "broadcast",
+            json!({"event": "news", "message": message}),
+        )
+        .await;
+        assert_eq!(reply, json!({"sent": 5}));
+        for ws in &mut listeners {
+            assert_eq!(next_text(ws).await, message);
+        }
+    }
+    // A JSON message is sent as its text, verbatim on every node.
+    let reply = v2(
+        &mut into_b,
+        "broadcast",
+        json!({"event": "news", "message": {"k": 1}}),
+    )
+    .await;
+    assert_eq!(reply, json!({"sent": 5}));
+    for ws in &mut listeners {
+        assert_eq!(next_text(ws).await, r#"{"k":1}"#);
+    }
+    for ws in &mut listeners {
+        assert_nothing_queued(ws).await;
+    }
+    assert_nothing_queued(&mut other_event).await;
+    // An event nobody listens to: 0 from every node, not partial.
+    let reply = v2(
+        &mut into_b,
+        "broadcast",
+        json!({"event": "none", "message": "x"}),
+    )
+    .await;
+    assert_eq!(reply, json!({"sent": 0}));
+    // Deliveries are counted where queued: A queued two per broadcast.
+    let metrics = a.pusher().await.request("GET", "/metrics", &[], "").await.1;
+    assert!(metric(&metrics, "pushgate_deliveries_total") >= Some(12.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnect_into_one_node_closes_the_users_connections_on_another() {
+    let nats = NatsServer::start().await;
+    let (a, b) = (node(&nats).await, node(&nats).await);
+    let mut on_a = a.client("frank", "alarm").await;
+    let mut bystander = a.client("grace", "alarm").await;
+    let mut into_b = b.pusher().await;
+    let probe = push_until_count(&mut into_b, "frank", "alarm", "probe", 1, SETTLE).await;
+    skip_until(&mut on_a, &probe).await;
+    let probe = push_until_count(&mut into_b, "grace", "alarm", "probe", 1, SETTLE).await;
+    skip_until(&mut bystander, &probe).await;
+
+    // Nobody holds this user: 0, not partial.
+    let reply = v2(&mut into_b, "disconnect", json!({"userId": "nobody"})).await;
+    assert_eq!(reply, json!({"closed": 0}));
+    // Another event of the user: nothing closed.
+    let reply = v2(
+        &mut into_b,
+        "disconnect",
+        json!({"userId": "frank", "event": "other"}),
+    )
+    .await;
+    assert_eq!(reply, json!({"closed": 0}));
+    // A push then a disconnect through B: the push arrives first, then the 4000 close.
+    assert_eq!(
+        push_counted(&mut into_b, "frank", "alarm", "last").await,
+        (1, false)
+    );
+    let reply = v2(&mut into_b, "disconnect", json!({"userId": "frank"})).await;
+    assert_eq!(reply, json!({"closed": 1}));
+    assert_eq!(next_text(&mut on_a).await, "last");
+    loop {
+        match next(&mut on_a).await {
+            Message::Close(Some(close)) => {
+                assert_eq!(u16::from(close.code), 4000);
+                assert_eq!(close.reason, "disconnected by server");
+                break;
+            }
+            Message::Pong(_) => {}
+            other => panic!("expected the 4000 close, got {other:?}"),
+        }
+    }
+    // The other user on A is untouched, and frank is gone everywhere.
+    assert_eq!(
+        push_counted(&mut into_b, "grace", "alarm", "still").await.0,
+        1
+    );
+    assert_eq!(next_text(&mut bystander).await, "still");
+    let reply = v2(&mut into_b, "disconnect", json!({"userId": "frank"})).await;
+    assert_eq!(reply, json!({"closed": 0}));
 }

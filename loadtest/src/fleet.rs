@@ -19,10 +19,17 @@ use crate::sink::{Shared, Sink};
 use crate::ws;
 
 /// Resolved settings shared by all modes.
+/// Where clients connect; several targets (`--ws-url a,b`) are used round-robin.
+#[derive(Debug, Clone)]
+pub struct WsTarget {
+    pub addr: SocketAddr,
+    pub host: String,
+    pub path: String,
+}
+
 pub struct Ctx {
-    pub ws_addr: SocketAddr,
-    pub ws_host: String,
-    pub ws_path: String,
+    /// Client i connects to `ws_targets[i % len]`.
+    pub ws_targets: Vec<WsTarget>,
     pub push: Arc<PushTarget>,
     pub source_ips: Vec<IpAddr>,
     pub event_json: String,
@@ -30,6 +37,8 @@ pub struct Ctx {
     pub connect_timeout: Duration,
     pub confirm_timeout: Duration,
     pub server_pid: Option<u32>,
+    /// Sampled like the server over the measured window of `load` (`--other-pids`).
+    pub other_pids: Vec<u32>,
     pub nofile: (u64, u64),
     pub threads: usize,
 }
@@ -121,13 +130,11 @@ pub async fn connect_fleet(
     );
     let sem = Arc::new(Semaphore::new(ctx.connect_concurrency.max(1)));
     let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Result<()>)>();
-    let host = Arc::new(ctx.ws_host.clone());
-    let path = Arc::new(ctx.ws_path.clone());
+    let targets: Vec<Arc<WsTarget>> = ctx.ws_targets.iter().cloned().map(Arc::new).collect();
     let event_json = Arc::new(ctx.event_json.clone());
     for i in 0..n_conns {
         let (sem, tx, shared, users) = (sem.clone(), tx.clone(), shared.clone(), users.clone());
-        let (host, path, event_json) = (host.clone(), path.clone(), event_json.clone());
-        let addr = ctx.ws_addr;
+        let (target, event_json) = (targets[i % targets.len()].clone(), event_json.clone());
         let src = if ctx.source_ips.is_empty() {
             None
         } else {
@@ -145,8 +152,15 @@ pub async fn connect_fleet(
             );
             let seed = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ clock::now();
             let opened = tokio::time::timeout(timeout, async {
-                let stream = tcp_connect(addr, src).await?;
-                ws::open(stream, &host, &path, registration.as_bytes(), seed | 1).await
+                let stream = tcp_connect(target.addr, src).await?;
+                ws::open(
+                    stream,
+                    &target.host,
+                    &target.path,
+                    registration.as_bytes(),
+                    seed | 1,
+                )
+                .await
             })
             .await
             .unwrap_or_else(|_| Err(anyhow!("timed out after {timeout:?}")));
@@ -189,7 +203,7 @@ pub async fn connect_fleet(
                 bail!(
                     "WebSocket connection #{i} to {} failed: {e:#}{hint} ({ok} of {n_conns} \
                      connections were open)",
-                    ctx.ws_addr
+                    ctx.ws_targets[i % ctx.ws_targets.len()].addr
                 );
             }
         }

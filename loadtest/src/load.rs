@@ -10,7 +10,7 @@ use hdrhistogram::Histogram;
 
 use crate::clock::{self, secs, PreciseTimer};
 use crate::fleet::{confirm, connect_fleet, Ctx};
-use crate::procstat::{cpu_obj, sample_self, sample_server};
+use crate::procstat::{cpu_obj, sample_pid, sample_self, sample_server};
 use crate::progress;
 use crate::push::{write_body, write_data_message, Pusher};
 use crate::report::{hist_us, status_obj, Obj};
@@ -198,9 +198,19 @@ pub async fn run(ctx: &Ctx, a: &LoadArgs, user_prefix: &str) -> Result<Obj> {
     }
     sleep_until(t0).await;
     let srv0 = sample_server(ctx.server_pid)?;
+    let others0 = ctx
+        .other_pids
+        .iter()
+        .map(|&pid| sample_pid(pid))
+        .collect::<Result<Vec<_>>>()?;
     let me0 = sample_self();
     sleep_until(t1).await;
     let srv1 = sample_server(ctx.server_pid)?;
+    let others1 = ctx
+        .other_pids
+        .iter()
+        .map(|&pid| sample_pid(pid))
+        .collect::<Result<Vec<_>>>()?;
     let me1 = sample_self();
 
     let mut outs = Vec::new();
@@ -305,6 +315,9 @@ pub async fn run(ctx: &Ctx, a: &LoadArgs, user_prefix: &str) -> Result<Obj> {
         o.put("rss_before_connect_kb", i.rss_kb);
         o.put("rss_registered_kb", reg.rss_kb);
         r.put("server", o);
+    }
+    for ((pid, b), e) in ctx.other_pids.iter().zip(&others0).zip(&others1) {
+        r.put(&format!("process_{pid}"), cpu_obj(b, e, received));
     }
     r.put("loadgen", cpu_obj(&me0, &me1, received));
     Ok(r)

@@ -21,7 +21,7 @@ mod report;
 mod sink;
 mod ws;
 
-use fleet::Ctx;
+use fleet::{Ctx, WsTarget};
 use net::Url;
 use push::PushTarget;
 
@@ -44,9 +44,16 @@ struct Common {
     /// Base URL of the push endpoint.
     #[arg(long, global = true, default_value = "http://127.0.0.1:8081")]
     url: String,
-    /// WebSocket URL the clients connect to (ws:// only).
-    #[arg(long, global = true, default_value = "ws://127.0.0.1:8080/ws")]
-    ws_url: String,
+    /// WebSocket URL the clients connect to (ws:// only). Several, comma-separated
+    /// (e.g. the nodes of a cluster): client i connects to URL i mod their number.
+    /// With --url naming another node, pushes then cross the cluster.
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_value = "ws://127.0.0.1:8080/ws"
+    )]
+    ws_url: Vec<String>,
     /// Path of the push endpoint, appended to --url.
     #[arg(long, global = true, default_value = "/push")]
     push_path: String,
@@ -56,6 +63,10 @@ struct Common {
     /// Server process to sample (/proc/PID/stat and status) for CPU and RSS.
     #[arg(long, global = true, value_name = "PID")]
     server_pid: Option<u32>,
+    /// More processes to sample over the same measured window (load mode), e.g. the other
+    /// nodes of a cluster and nats-server; each is reported as `process_PID`.
+    #[arg(long, global = true, value_delimiter = ',', value_name = "PIDS")]
+    other_pids: Vec<u32>,
     /// Comma-separated local addresses the client sockets bind to,
     /// round-robin (e.g. 127.0.0.1,127.0.0.2) for more ephemeral ports.
     #[arg(long, global = true, value_delimiter = ',', value_name = "IPS")]
@@ -229,9 +240,19 @@ fn validate(cli: &Cli) -> Result<f64> {
 }
 
 async fn build_ctx(c: &Common, nofile: (u64, u64)) -> Result<Ctx> {
-    let ws = Url::parse(&c.ws_url, "ws", 80).context("--ws-url")?;
+    let mut ws_targets = Vec::with_capacity(c.ws_url.len());
+    for url in &c.ws_url {
+        let ws = Url::parse(url.trim(), "ws", 80).with_context(|| format!("--ws-url {url}"))?;
+        ws_targets.push(WsTarget {
+            addr: ws.resolve().await?,
+            host: ws.host_header(),
+            path: ws.path.clone(),
+        });
+    }
+    if ws_targets.is_empty() {
+        bail!("--ws-url needs at least one URL");
+    }
     let http = Url::parse(&c.url, "http", 80).context("--url")?;
-    let ws_addr = ws.resolve().await?;
     let push_addr = http.resolve().await?;
     let base = http.path.trim_end_matches('/');
     let push_path = if c.push_path.starts_with('/') {
@@ -247,9 +268,7 @@ async fn build_ctx(c: &Common, nofile: (u64, u64)) -> Result<Ctx> {
         c.source_ips.clone(),
     );
     Ok(Ctx {
-        ws_addr,
-        ws_host: ws.host_header(),
-        ws_path: ws.path.clone(),
+        ws_targets,
         push: Arc::new(push),
         source_ips: c.source_ips.clone(),
         event_json: serde_json::to_string(&c.event)?,
@@ -257,6 +276,7 @@ async fn build_ctx(c: &Common, nofile: (u64, u64)) -> Result<Ctx> {
         connect_timeout: Duration::from_secs_f64(c.connect_timeout),
         confirm_timeout: Duration::from_secs_f64(c.confirm_timeout),
         server_pid: c.server_pid,
+        other_pids: c.other_pids.clone(),
         nofile,
         threads: c.threads,
     })

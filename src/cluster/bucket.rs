@@ -38,6 +38,11 @@ pub fn push_subject(bucket: usize) -> String {
     format!("{SUBJECT_PREFIX}.push.{bucket}")
 }
 
+/// The subject broadcasts travel on; every node is subscribed to it.
+pub fn broadcast_subject() -> String {
+    format!("{SUBJECT_PREFIX}.broadcast")
+}
+
 /// The subject every node announces the buckets it holds on.
 pub fn presence_subject() -> String {
     format!("{SUBJECT_PREFIX}.presence")

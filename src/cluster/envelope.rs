@@ -70,6 +70,106 @@ pub fn decode_push(payload: &Bytes) -> Result<Push<'_>, EnvelopeError> {
     })
 }
 
+/// First byte of a disconnect, where a push has [`VERSION`]: both travel on the user's
+/// bucket subject (so a disconnect stays ordered after that node's earlier pushes), and a
+/// node that predates disconnects rejects it as an unknown version rather than misreading it.
+pub const DISCONNECT: u8 = 0x44;
+
+/// A disconnect as it travels between nodes: receivers build the close frame themselves.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Disconnect<'a> {
+    pub origin: u64,
+    pub user: &'a str,
+    /// Only the connections registered for this event, when given.
+    pub event: Option<&'a str>,
+}
+
+/// What arrives on a bucket subject.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Bucketed<'a> {
+    Push(Push<'a>),
+    Disconnect(Disconnect<'a>),
+}
+
+pub fn encode_disconnect(origin: u64, user: &str, event: Option<&str>) -> Bytes {
+    let event_bytes = event.unwrap_or("").as_bytes();
+    let mut buf = BytesMut::with_capacity(18 + user.len() + event_bytes.len());
+    buf.put_u8(DISCONNECT);
+    buf.put_u64(origin);
+    buf.put_u8(u8::from(event.is_some()));
+    buf.put_u32(user.len() as u32);
+    buf.put_u32(event_bytes.len() as u32);
+    buf.put_slice(user.as_bytes());
+    buf.put_slice(event_bytes);
+    buf.freeze()
+}
+
+fn decode_disconnect(payload: &[u8]) -> Result<Disconnect<'_>, EnvelopeError> {
+    let mut reader = Reader {
+        bytes: payload,
+        at: 0,
+    };
+    if reader.u8()? != DISCONNECT {
+        return Err(EnvelopeError::Version(payload[0]));
+    }
+    let origin = reader.u64()?;
+    let has_event = reader.u8()? != 0;
+    let user_len = reader.u32()? as usize;
+    let event_len = reader.u32()? as usize;
+    let user = reader.str(user_len)?;
+    let event = reader.str(event_len)?;
+    if reader.at != payload.len() {
+        return Err(EnvelopeError::Truncated);
+    }
+    Ok(Disconnect {
+        origin,
+        user,
+        event: has_event.then_some(event),
+    })
+}
+
+/// Decodes a message from a bucket subject: a push or a disconnect.
+pub fn decode_bucketed(payload: &Bytes) -> Result<Bucketed<'_>, EnvelopeError> {
+    match payload.first() {
+        Some(&DISCONNECT) => decode_disconnect(payload).map(Bucketed::Disconnect),
+        _ => decode_push(payload).map(Bucketed::Push),
+    }
+}
+
+/// A broadcast as it travels between nodes: every node delivers the frame verbatim to its
+/// connections registered for `event`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Broadcast<'a> {
+    pub origin: u64,
+    pub event: &'a str,
+    pub frame: Bytes,
+}
+
+pub fn encode_broadcast(origin: u64, event: &str, frame: &Bytes) -> Bytes {
+    let mut buf = BytesMut::with_capacity(13 + event.len() + frame.len());
+    buf.put_u8(VERSION);
+    buf.put_u64(origin);
+    buf.put_u32(event.len() as u32);
+    buf.put_slice(event.as_bytes());
+    buf.put_slice(frame);
+    buf.freeze()
+}
+
+/// Decodes a broadcast; the frame is a slice of `payload` (no copy).
+pub fn decode_broadcast(payload: &Bytes) -> Result<Broadcast<'_>, EnvelopeError> {
+    let mut reader = Reader::new(payload)?;
+    let origin = reader.u64()?;
+    let event_len = reader.u32()? as usize;
+    let event = reader.str(event_len)?;
+    let frame = payload.slice(reader.at..);
+    check_text_frame(&frame)?;
+    Ok(Broadcast {
+        origin,
+        event,
+        frame,
+    })
+}
+
 /// Checks that `frame` is exactly one unfragmented, unmasked text frame, as
 /// `ws::frame::text` encodes it: forwarded bytes go to browsers as they are.
 fn check_text_frame(frame: &[u8]) -> Result<(), EnvelopeError> {
@@ -255,6 +355,39 @@ mod tests {
         assert_eq!(decode_push(&binary), Err(EnvelopeError::BadFrame));
         assert_eq!(decode_reply(&[2, 0]), Err(EnvelopeError::Version(2)));
         assert_eq!(decode_presence(&[]), Err(EnvelopeError::Truncated));
+    }
+
+    #[test]
+    fn disconnects_and_broadcasts_round_trip() {
+        for event in [None, Some(""), Some("alarm")] {
+            let payload = encode_disconnect(3, "u.*>", event);
+            let expected = Disconnect {
+                origin: 3,
+                user: "u.*>",
+                event,
+            };
+            assert_eq!(
+                decode_bucketed(&payload),
+                Ok(Bucketed::Disconnect(expected))
+            );
+            for cut in 0..payload.len() {
+                assert!(decode_bucketed(&payload.slice(..cut)).is_err(), "cut {cut}");
+            }
+        }
+        let push = encode_push(1, "u", "e", &frame::text("m"));
+        assert!(matches!(decode_bucketed(&push), Ok(Bucketed::Push(_))));
+        let text = frame::text("to everyone");
+        let payload = encode_broadcast(4, "news", &text);
+        let broadcast = decode_broadcast(&payload).unwrap();
+        assert_eq!((broadcast.origin, broadcast.event), (4, "news"));
+        assert_eq!(broadcast.frame, text);
+        assert!(payload.as_ptr_range().contains(&broadcast.frame.as_ptr()));
+        for cut in 0..payload.len() {
+            assert!(
+                decode_broadcast(&payload.slice(..cut)).is_err(),
+                "cut {cut}"
+            );
+        }
     }
 
     #[test]

@@ -12,7 +12,11 @@
 //! - [`interest`]: per-bucket counts fed by the shards, and the subscriptions that follow;
 //! - [`presence`]: which peer holds which bucket, so a push knows whose replies to await;
 //! - [`replies`]: routing several replies back to one push;
-//! - [`remote`]: serving other nodes' pushes.
+//! - [`remote`]: serving other nodes' pushes, disconnects and broadcasts.
+//!
+//! `POST /api/v2/broadcast` and `/disconnect` travel the same way: a broadcast on
+//! `pushgate.broadcast`, which every node subscribes to and every live peer answers; a
+//! disconnect on the user's bucket subject, answered by the nodes holding that bucket.
 //!
 //! Without `--nats-url` none of this runs and a node behaves exactly as a single gateway.
 
@@ -32,7 +36,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
-use self::bucket::{bucket, presence_subject, push_subject};
+use self::bucket::{broadcast_subject, bucket, presence_subject, push_subject};
 use self::interest::{Changes, Interest};
 use self::presence::Presence;
 use self::remote::Remote;
@@ -140,6 +144,9 @@ impl Cluster {
         // after every reconnect (async-nats replays them).
         let presence_sub = client.subscribe(presence_subject()).await?;
         let replies_sub = client.subscribe(replies.wildcard()).await?;
+        // Before the first announcement on the same connection: a peer that knows this node
+        // can count on its answer to a broadcast.
+        let broadcast_sub = client.subscribe(broadcast_subject()).await?;
         let tasks = vec![
             tokio::spawn(follow_events(
                 events,
@@ -155,6 +162,7 @@ impl Cluster {
                 metrics.clone(),
             )),
             tokio::spawn(replies::run(replies_sub, replies.clone(), metrics.clone())),
+            tokio::spawn(remote.clone().serve_broadcasts(broadcast_sub)),
             tokio::spawn(interest::manage(
                 interest,
                 changes,
@@ -208,8 +216,61 @@ impl Cluster {
             .is_connected()
             .then(|| envelope::encode_push(self.node, &user, &event, &frame));
         let local = router.begin_push(user, event, frame, accepted_at)?;
-        let (local, remote) = tokio::join!(local, self.gather(bucket, envelope));
-        let local = local?;
+        let remote = self.gather(
+            push_subject(bucket),
+            || self.presence.expected(bucket),
+            envelope,
+        );
+        let (local, remote) = tokio::join!(local, remote);
+        Ok(self.total(local?, remote))
+    }
+
+    /// Queues a broadcast frame to every connection registered for `event`, on this node
+    /// and on every live peer (each forwards the frame verbatim). Every live peer answers,
+    /// whatever buckets it holds. The local shards and the peers work at the same time: a
+    /// local refusal (only when the shards have stopped, i.e. at shutdown) still answers 503.
+    pub async fn broadcast(
+        &self,
+        router: &Router,
+        event: &str,
+        frame: Bytes,
+        accepted_at: Instant,
+    ) -> Result<Delivery, PushRefused> {
+        let envelope = self
+            .is_connected()
+            .then(|| envelope::encode_broadcast(self.node, event, &frame));
+        let local = router.broadcast(event, frame, accepted_at);
+        let remote = self.gather(broadcast_subject(), || self.presence.live(), envelope);
+        let (local, remote) = tokio::join!(local, remote);
+        Ok(self.total(local?, remote))
+    }
+
+    /// Closes the connections of `user` (for `event` only, when given) on this node and on
+    /// every node holding the user's bucket, like a push; each node builds its own close
+    /// frame (4000). The disconnect travels on the bucket's subject, after that node's
+    /// earlier pushes to the user.
+    pub async fn disconnect(
+        &self,
+        router: &Router,
+        user: String,
+        event: Option<String>,
+        close_frame: Bytes,
+    ) -> Result<Delivery, PushRefused> {
+        let bucket = bucket(&user);
+        let envelope = self
+            .is_connected()
+            .then(|| envelope::encode_disconnect(self.node, &user, event.as_deref()));
+        let local = router.disconnect(user, event, close_frame);
+        let remote = self.gather(
+            push_subject(bucket),
+            || self.presence.expected(bucket),
+            envelope,
+        );
+        let (local, remote) = tokio::join!(local, remote);
+        Ok(self.total(local?, remote))
+    }
+
+    fn total(&self, local: usize, remote: Delivery) -> Delivery {
         let delivery = Delivery {
             local,
             sent: local + remote.sent,
@@ -218,19 +279,24 @@ impl Cluster {
         if delivery.partial {
             self.metrics.cluster.partial.increment(1);
         }
-        Ok(delivery)
+        delivery
     }
 
-    /// Publishes the push and adds up the replies of the peers expected to answer, until
-    /// they all did or `--cluster-reply-timeout` passed.
-    async fn gather(&self, bucket: usize, envelope: Option<Bytes>) -> Delivery {
+    /// Publishes `envelope` on `subject` and adds up the replies of the peers expected to
+    /// answer (read once NATS is known reachable), until they all did or
+    /// `--cluster-reply-timeout` passed.
+    async fn gather(
+        &self,
+        subject: String,
+        expected: impl FnOnce() -> Vec<u64>,
+        envelope: Option<Bytes>,
+    ) -> Delivery {
         let Some(payload) = envelope else {
             // NATS is unreachable: local connections only.
             return Delivery::remote(0, true);
         };
         let deadline = tokio::time::Instant::now() + self.reply_timeout;
-        let subject = push_subject(bucket);
-        let mut expected = self.presence.expected(bucket);
+        let mut expected = expected();
         self.metrics.cluster.published.increment(1);
         if expected.is_empty() {
             // Nobody is known to hold the bucket: publish for a peer whose announcement is

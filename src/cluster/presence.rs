@@ -79,6 +79,16 @@ impl Presence {
             .collect()
     }
 
+    /// Every live peer, whatever it holds: the replies a broadcast waits for.
+    pub fn live(&self) -> Vec<u64> {
+        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        peers
+            .iter()
+            .filter(|(_, peer)| peer.seen.elapsed() < PEER_TTL)
+            .map(|(node, _)| *node)
+            .collect()
+    }
+
     fn announcement(&self, leaving: bool) -> Announcement {
         let mut buckets = [0u64; BITMAP_WORDS];
         if !leaving {
@@ -190,6 +200,9 @@ mod tests {
         expected.sort_unstable();
         assert_eq!(expected, [2, 3]);
         assert!(presence.expected(6).is_empty());
+        let mut live = presence.live();
+        live.sort_unstable();
+        assert_eq!(live, [2, 3]);
         presence.heard(heard(3, true));
         assert_eq!(presence.expected(5), [2]);
         presence.set_local(4095, true);

@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use super::push::authorized;
 use super::response::Body;
 use super::service::RequestContext;
+use crate::cluster::remote::DISCONNECTED_REASON;
 use crate::metrics::PushResult;
 use crate::shard::PushRefused;
 use crate::ws::close::CloseCode;
@@ -166,22 +167,22 @@ async fn respond(request: Request<Incoming>, ctx: &RequestContext) -> Result<Val
             let broadcast: BroadcastBody = parse(&body)?;
             non_empty("event", &broadcast.event)?;
             let frame = frame::text(&message_text(&broadcast.message)?);
-            let sent = shared
-                .router
+            // In cluster mode every live node delivers it and answers its count.
+            let delivery = shared
                 .broadcast(&broadcast.event, frame, Instant::now())
                 .await?;
-            shared.metrics.deliveries.increment(sent as u64);
-            Ok(json!({ "sent": sent }))
+            shared.metrics.deliveries.increment(delivery.local as u64);
+            Ok(counted_json("sent", delivery.sent, delivery.partial))
         }
         "disconnect" => {
             let disconnect: DisconnectBody = parse(&body)?;
             non_empty("userId", &disconnect.user_id)?;
-            let close = frame::close(CloseCode::DISCONNECTED.0, "disconnected by server");
-            let closed = shared
-                .router
+            let close = frame::close(CloseCode::DISCONNECTED.0, DISCONNECTED_REASON);
+            // In cluster mode it reaches the nodes holding the user's bucket, like a push.
+            let delivery = shared
                 .disconnect(disconnect.user_id, disconnect.event, close)
                 .await?;
-            Ok(json!({ "closed": closed }))
+            Ok(counted_json("closed", delivery.sent, delivery.partial))
         }
         _ => super::alertmanager::handle(ctx, &body).await,
     }
@@ -306,12 +307,18 @@ pub(super) struct Counted {
 
 impl Counted {
     pub fn to_json(self) -> Value {
-        if self.partial {
-            json!({ "sent": self.sent, "partial": true })
-        } else {
-            json!({ "sent": self.sent })
-        }
+        counted_json("sent", self.sent, self.partial)
     }
+}
+
+/// `{"<key>": count}`, plus `"partial": true` when some node did not answer in time.
+fn counted_json(key: &str, count: usize, partial: bool) -> Value {
+    let mut body = serde_json::Map::new();
+    body.insert(key.to_owned(), json!(count));
+    if partial {
+        body.insert("partial".to_owned(), json!(true));
+    }
+    Value::Object(body)
 }
 
 /// Delivers one frame to several users at once (each user's shard, and in cluster mode
