@@ -20,43 +20,59 @@ struct Nginx {
     child: std::process::Child,
     dir: PathBuf,
     port: u16,
+    internal_port: u16,
 }
 
 impl Nginx {
     /// Generates the configuration from the deployed file: its `upstream` servers become
     /// `upstreams`, `listen 80` becomes a loopback port, everything else stays as shipped.
-    async fn start(upstreams: &[std::net::SocketAddr]) -> Self {
+    /// nginx built from the shipped file: its public server in front of the nodes' public
+    /// listeners, its internal server in front of their internal listeners.
+    async fn start(nodes: &[&GatewayProcess]) -> Self {
         let shipped = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/deploy/nginx/pushgate.conf"
         ))
         .unwrap();
         let port = free_port();
-        let servers: String = upstreams
-            .iter()
-            .map(|addr| format!("    server {addr} max_fails=3 fail_timeout=10s;\n"))
-            .collect();
+        let internal_port = free_port();
+        let servers = |addrs: Vec<std::net::SocketAddr>| -> String {
+            addrs
+                .iter()
+                .map(|addr| format!("    server {addr} max_fails=3 fail_timeout=10s;\n"))
+                .collect()
+        };
+        let public = servers(nodes.iter().map(|n| n.addr).collect());
+        let internal = servers(nodes.iter().map(|n| n.internal).collect());
         let mut site = String::new();
-        let mut servers_written = false;
+        let (mut public_written, mut internal_written) = (false, false);
         for line in shipped.lines() {
             let trimmed = line.trim();
-            if trimmed.starts_with("server 10.0.0.") {
-                if !servers_written {
-                    site.push_str(&servers);
-                    servers_written = true;
+            if trimmed.starts_with("server 10.0.0.") && trimmed.contains(":8080") {
+                if !public_written {
+                    site.push_str(&public);
+                    public_written = true;
+                }
+            } else if trimmed.starts_with("server 10.0.0.") && trimmed.contains(":8081") {
+                if !internal_written {
+                    site.push_str(&internal);
+                    internal_written = true;
                 }
             } else if trimmed == "listen 80;" {
                 site.push_str(&format!("    listen 127.0.0.1:{port};\n"));
+            } else if trimmed == "listen 10.0.0.10:8081;" {
+                site.push_str(&format!("    listen 127.0.0.1:{internal_port};\n"));
             } else {
                 site.push_str(line);
                 site.push('\n');
             }
         }
         assert!(
-            servers_written,
+            public_written && internal_written,
             "the shipped file's upstream servers were not found"
         );
         assert!(site.contains(&format!("listen 127.0.0.1:{port};")));
+        assert!(site.contains(&format!("listen 127.0.0.1:{internal_port};")));
 
         let dir =
             std::env::temp_dir().join(format!("pushgate-nginx-{}-{port}", std::process::id()));
@@ -88,14 +104,23 @@ impl Nginx {
             .stderr(std::process::Stdio::inherit())
             .spawn()
             .expect("nginx must be installed (scripts/test installs Debian's nginx)");
-        let nginx = Self { child, dir, port };
+        let nginx = Self {
+            child,
+            dir,
+            port,
+            internal_port,
+        };
         nginx.wait_listening().await;
         nginx
     }
 
     async fn wait_listening(&self) {
         let deadline = tokio::time::Instant::now() + WAIT;
-        while TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
+        while TcpStream::connect(("127.0.0.1", self.port)).await.is_err()
+            || TcpStream::connect(("127.0.0.1", self.internal_port))
+                .await
+                .is_err()
+        {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "nginx never listened"
@@ -116,6 +141,11 @@ impl Nginx {
 
     async fn http(&self) -> Pusher {
         Pusher::connect(([127, 0, 0, 1], self.port).into()).await
+    }
+
+    /// A pusher going through nginx's internal server.
+    async fn pusher(&self) -> Pusher {
+        Pusher::connect(([127, 0, 0, 1], self.internal_port).into()).await
     }
 }
 
@@ -143,7 +173,7 @@ async fn clients_through_nginx_on_two_nodes_receive_pushes_with_exact_counts() {
     let args = ["--nats-url", &nats.url(), "--shards", "2"];
     let a = GatewayProcess::start(&args, None).await;
     let b = GatewayProcess::start(&args, None).await;
-    let nginx = Nginx::start(&[a.addr, b.addr]).await;
+    let nginx = Nginx::start(&[&a, &b]).await;
 
     // Through nginx: readiness answers, pushes and metrics are refused (404).
     let mut http = nginx.http().await;
@@ -163,9 +193,9 @@ async fn clients_through_nginx_on_two_nodes_receive_pushes_with_exact_counts() {
     assert_eq!(on_a + on_b, (USERS * PER_USER) as f64);
     assert!(on_a >= 1.0 && on_b >= 1.0, "A {on_a}, B {on_b}");
 
-    // Pushes into one node's internal listener reach every connection of the user,
-    // wherever nginx placed it, with exact counts.
-    let mut into_a = a.pusher().await;
+    // Pushes through nginx's internal server land on either node and reach every
+    // connection of the user, wherever nginx placed it, with exact counts.
+    let mut into_a = nginx.pusher().await;
     for user in 0..USERS {
         let user = format!("via-nginx-{user}");
         let probe = push_until_count(&mut into_a, &user, "alarm", "probe", PER_USER, SETTLE).await;
