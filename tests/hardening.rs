@@ -69,25 +69,6 @@ fn timers_config() -> Config {
     config
 }
 
-/// Handshake on a raw socket, for clients that must not answer pings.
-async fn raw_websocket(gw: &Gateway) -> TcpStream {
-    let mut raw = TcpStream::connect(gw.addr).await.unwrap();
-    raw.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut response = Vec::new();
-    let mut byte = [0u8; 1];
-    while !response.ends_with(b"\r\n\r\n") {
-        raw.read_exact(&mut byte).await.unwrap();
-        response.push(byte[0]);
-    }
-    assert!(response.starts_with(b"HTTP/1.1 101"));
-    raw
-}
-
 /// Reads server frames until a close frame; returns (pings seen, close code).
 async fn read_until_close(raw: &mut TcpStream) -> (usize, u16) {
     let mut pings = 0;

@@ -90,25 +90,6 @@ async fn an_oversized_client_message_is_closed_with_1009() {
     gw.stop().await;
 }
 
-/// Performs a handshake on a raw socket, for frames no well-behaved client library sends.
-async fn raw_websocket(gw: &Gateway) -> TcpStream {
-    let mut raw = TcpStream::connect(gw.addr).await.unwrap();
-    raw.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut response = Vec::new();
-    let mut byte = [0u8; 1];
-    while !response.ends_with(b"\r\n\r\n") {
-        raw.read_exact(&mut byte).await.unwrap();
-        response.push(byte[0]);
-    }
-    assert!(response.starts_with(b"HTTP/1.1 101"));
-    raw
-}
-
 /// Reads the server's close frame and returns its code.
 async fn close_code(raw: &mut TcpStream) -> u16 {
     let mut header = [0u8; 2];
@@ -163,20 +144,7 @@ async fn a_client_that_never_reads_is_closed_as_slow_while_others_receive() {
     // A raw client with a small receive buffer that registers and then never reads a byte.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
-    let mut stalled = socket.connect(gw.addr).await.unwrap();
-    stalled
-        .write_all(
-            b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-        )
-        .await
-        .unwrap();
-    let mut response = Vec::new();
-    let mut byte = [0u8; 1];
-    while !response.ends_with(b"\r\n\r\n") {
-        stalled.read_exact(&mut byte).await.unwrap();
-        response.push(byte[0]);
-    }
+    let mut stalled = raw_handshake(socket.connect(gw.addr).await.unwrap()).await;
     let register = br#"{"token":"mia","event":"alarm"}"#;
     let mut frame = vec![0x81, 0x80 | register.len() as u8, 0, 0, 0, 0];
     frame.extend_from_slice(register);

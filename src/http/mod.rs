@@ -1,6 +1,7 @@
 //! The HTTP side: request routing, the v1 push endpoint, metrics and health.
 
 pub mod alertmanager;
+pub mod body;
 pub mod push;
 pub mod response;
 pub mod service;

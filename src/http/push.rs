@@ -3,12 +3,12 @@
 
 use std::time::Instant;
 
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH};
+use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use hyper::{Method, Request, Response, StatusCode};
 use subtle::ConstantTimeEq;
 
+use super::body::{read_limited, BodyError};
 use super::response::{empty, text, Body};
 use super::service::{unavailable, RequestContext};
 use crate::gateway::Shared;
@@ -47,19 +47,10 @@ async fn respond(request: Request<Incoming>, shared: &Shared) -> (Response<Body>
     if !authorized(&request, &shared.push_keys) {
         return (empty(StatusCode::UNAUTHORIZED), PushResult::Unauthorized);
     }
-    let limit = shared.config.max_push_body;
-    let declared = request
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        return too_large();
-    }
-    let body = match Limited::new(request.into_body(), limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => return too_large(),
-        Err(_) => {
+    let body = match read_limited(request, shared.config.max_push_body).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => return too_large(),
+        Err(BodyError::Unreadable) => {
             return (
                 text(StatusCode::BAD_REQUEST, ILLEGAL),
                 PushResult::BadRequest,

@@ -542,3 +542,32 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Performs a WebSocket handshake on a raw socket and returns it positioned after the 101
+/// response, for tests that send frames no client library would (or must not answer pings).
+pub async fn raw_handshake(mut raw: TcpStream) -> TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    raw.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut response = Vec::new();
+    let mut byte = [0u8; 1];
+    while !response.ends_with(b"\r\n\r\n") {
+        raw.read_exact(&mut byte).await.unwrap();
+        response.push(byte[0]);
+    }
+    assert!(
+        response.starts_with(b"HTTP/1.1 101"),
+        "{:?}",
+        String::from_utf8_lossy(&response)
+    );
+    raw
+}
+
+/// [`raw_handshake`] on a new connection to the gateway's public listener.
+pub async fn raw_websocket(gw: &Gateway) -> TcpStream {
+    raw_handshake(TcpStream::connect(gw.addr).await.unwrap()).await
+}

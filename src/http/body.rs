@@ -1,0 +1,36 @@
+//! Reading a request body under a size limit, shared by every endpoint that takes one.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::header::CONTENT_LENGTH;
+use hyper::Request;
+
+/// Why a body could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    /// Declared or actual length over the limit (413).
+    #[error("request body too large")]
+    TooLarge,
+    /// The connection failed while the body was read.
+    #[error("could not read the request body")]
+    Unreadable,
+}
+
+/// Reads the whole body, refusing at once a declared length over `limit` and stopping
+/// as soon as more than `limit` bytes arrive.
+pub async fn read_limited(request: Request<Incoming>, limit: usize) -> Result<Bytes, BodyError> {
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    match Limited::new(request.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<LengthLimitError>() => Err(BodyError::TooLarge),
+        Err(_) => Err(BodyError::Unreadable),
+    }
+}
