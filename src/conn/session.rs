@@ -210,6 +210,10 @@ impl Session<'_> {
     ) -> Ending {
         let config = &self.shared.config;
         let mut timers = Timers::new(Instant::now(), config);
+        // One timer entry for the connection's life, moved only when the earliest deadline
+        // changes: re-arming it on every wake-up (each write) showed in profiles.
+        let sleep = tokio::time::sleep_until(timers.earliest());
+        tokio::pin!(sleep);
         loop {
             match reader.next_message() {
                 Ok(Some(message)) => {
@@ -237,6 +241,10 @@ impl Session<'_> {
             if timers.drain_close.is_none() && *draining.borrow() {
                 timers.drain_close = Some(Instant::now() + self.shared.drain_delay(self.conn.id));
             }
+            let due = timers.earliest();
+            if sleep.deadline() != due {
+                sleep.as_mut().reset(due);
+            }
             let wake = tokio::select! {
                 ready = read_half.readable() => match ready {
                     Ok(()) => Wake::Readable,
@@ -244,7 +252,7 @@ impl Session<'_> {
                 },
                 _ = draining.changed(), if timers.drain_close.is_none() => Wake::Draining,
                 step = self.writer.ready(), if !self.writer.is_finished() => Wake::Write(step),
-                _ = tokio::time::sleep_until(timers.earliest()) => Wake::Timer,
+                _ = &mut sleep => Wake::Timer,
             };
             match wake {
                 Wake::Readable => {}
