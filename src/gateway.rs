@@ -86,14 +86,9 @@ impl Shared {
                     .deliver(&self.router, user, event, frame, accepted_at)
                     .await
             }
-            None => {
-                let sent = self.router.push(user, event, frame, accepted_at).await?;
-                Ok(Delivery {
-                    local: sent,
-                    sent,
-                    partial: false,
-                })
-            }
+            None => Ok(Delivery::local_only(
+                self.router.push(user, event, frame, accepted_at).await?,
+            )),
         }
     }
 
@@ -111,14 +106,9 @@ impl Shared {
                     .broadcast(&self.router, event, frame, accepted_at)
                     .await
             }
-            None => {
-                let sent = self.router.broadcast(event, frame, accepted_at).await?;
-                Ok(Delivery {
-                    local: sent,
-                    sent,
-                    partial: false,
-                })
-            }
+            None => Ok(Delivery::local_only(
+                self.router.broadcast(event, frame, accepted_at).await?,
+            )),
         }
     }
 
@@ -136,14 +126,9 @@ impl Shared {
                     .disconnect(&self.router, user, event, close_frame)
                     .await
             }
-            None => {
-                let closed = self.router.disconnect(user, event, close_frame).await?;
-                Ok(Delivery {
-                    local: closed,
-                    sent: closed,
-                    partial: false,
-                })
-            }
+            None => Ok(Delivery::local_only(
+                self.router.disconnect(user, event, close_frame).await?,
+            )),
         }
     }
 

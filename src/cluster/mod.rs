@@ -69,6 +69,15 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// A delivery on this node alone (single-node mode): exact by construction.
+    pub fn local_only(sent: usize) -> Self {
+        Self {
+            local: sent,
+            sent,
+            partial: false,
+        }
+    }
+
     fn remote(sent: usize, partial: bool) -> Self {
         Self {
             local: 0,
