@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::clock::{self, secs};
-use crate::fleet::{confirm, connect_fleet, Ctx};
+use crate::fleet::{confirm, connect_fleet, setup_report, Ctx};
 use crate::procstat::{cpu_obj, sample_self, sample_server};
 use crate::progress;
 use crate::push::{write_body, write_data_message};
@@ -109,11 +109,7 @@ pub async fn run(ctx: &Ctx, a: &FanoutArgs) -> Result<Obj> {
     c.put("interval_ms", a.interval_ms);
     c.put("threads", ctx.threads);
     r.put("config", c);
-    let mut s = Obj::new();
-    s.put("connect_s", fleet.connect_s);
-    s.put("confirm_s", conf.seconds);
-    s.put("confirm_rounds", conf.rounds);
-    r.put("setup", s);
+    r.put("setup", setup_report(&fleet, &conf));
     let mut pu = Obj::new();
     pu.put("sent", k_pushes);
     pu.put("status", status_obj(&status));

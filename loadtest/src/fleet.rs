@@ -278,6 +278,16 @@ pub struct Confirmed {
 /// exactly that user's connection count and every one of its connections
 /// received the message. Unconfirmed users are retried with a new round
 /// until `ctx.confirm_timeout`.
+/// The "setup" section every mode reports: how long connecting and confirming took.
+pub fn setup_report(fleet: &Fleet, conf: &Confirmed) -> crate::report::Obj {
+    let mut s = crate::report::Obj::new();
+    s.put("connect_s", fleet.connect_s);
+    s.put("confirm_s", conf.seconds);
+    s.put("confirm_rounds", conf.rounds);
+    s.put("confirm_pushes", conf.pushes);
+    s
+}
+
 pub async fn confirm(ctx: &Ctx, fleet: &Fleet, pushers: &mut Vec<Pusher>) -> Result<Confirmed> {
     let started = clock::now();
     let deadline = started + ctx.confirm_timeout.as_nanos() as u64;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::fleet::{confirm, connect_fleet, Ctx};
+use crate::fleet::{confirm, connect_fleet, setup_report, Ctx};
 use crate::procstat::{cpu_obj, sample_self, sample_server};
 use crate::progress;
 use crate::report::Obj;
@@ -48,11 +48,7 @@ pub async fn run(ctx: &Ctx, a: &IdleArgs, user_prefix: &str) -> Result<Obj> {
     c.put("hold_s", a.hold);
     c.put("threads", ctx.threads);
     r.put("config", c);
-    let mut s = Obj::new();
-    s.put("connect_s", fleet.connect_s);
-    s.put("confirm_s", conf.seconds);
-    s.put("confirm_rounds", conf.rounds);
-    r.put("setup", s);
+    r.put("setup", setup_report(&fleet, &conf));
     let mut k = Obj::new();
     k.put(
         "open_after_hold",

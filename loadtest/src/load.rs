@@ -9,7 +9,7 @@ use anyhow::Result;
 use hdrhistogram::Histogram;
 
 use crate::clock::{self, secs, PreciseTimer};
-use crate::fleet::{confirm, connect_fleet, Ctx};
+use crate::fleet::{confirm, connect_fleet, setup_report, Ctx};
 use crate::procstat::{cpu_obj, sample_pid, sample_self, sample_server};
 use crate::progress;
 use crate::push::{write_body, write_data_message, Pusher};
@@ -262,12 +262,7 @@ pub async fn run(ctx: &Ctx, a: &LoadArgs, user_prefix: &str) -> Result<Obj> {
     c.put("threads", ctx.threads);
     c.put("source_ips", ctx.source_ips.len());
     r.put("config", c);
-    let mut s = Obj::new();
-    s.put("connect_s", fleet.connect_s);
-    s.put("confirm_s", conf.seconds);
-    s.put("confirm_rounds", conf.rounds);
-    s.put("confirm_pushes", conf.pushes);
-    r.put("setup", s);
+    r.put("setup", setup_report(&fleet, &conf));
 
     let mut p = Obj::new();
     p.put("sent", pushes);
