@@ -1,20 +1,30 @@
-//! A connection's bounded outbound queue.
+//! A connection's bounded outbound queue, and the one place its socket is written.
 //!
-//! Shards put frames in, the connection's one writer takes them all out at once and writes
-//! them with a single vectored write. tokio's mpsc is not used because the queue needs what it
-//! lacks: a limit in bytes as well as frames, a close request that can discard what is queued
-//! and abort a write stuck on a client that stopped reading, and no allocation at all while
-//! the connection is idle (an mpsc channel allocates a 32-slot block up front).
+//! The shard that owns the connection's user queues frames and then writes them itself, with
+//! a non-blocking vectored write, right after the push (see `shard::task`): in the common case
+//! a delivery costs one `writev` and no task wake-up at all. Only when the socket is full does
+//! the shard hand the connection over to its session task, which waits for the socket to
+//! drain and writes the rest; frames the session queues itself (pong, ping, ack, close) are
+//! written by the session too. Whoever writes holds the queue's lock for the non-blocking
+//! write, so frames never interleave and leave in the order they were queued.
 //!
-//! The lock is per connection and held for a few instructions; no lock is ever held across
-//! an await, and the writer is woken only when the queue goes from empty to non-empty.
+//! tokio's mpsc is not used because the queue needs what it lacks: a limit in bytes as well
+//! as frames, a close request that can discard what is queued, partial writes kept at the
+//! front of the queue, and no allocation at all while the connection is idle.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::io::{self, IoSlice};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use bytes::Bytes;
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
+
+use crate::metrics::Metrics;
+
+/// Frames per `writev` call (Linux accepts 1024; 64 keeps the slice array small).
+const MAX_SLICES: usize = 64;
 
 /// Limits of one connection's queue; exceeding either marks a slow consumer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,8 +33,8 @@ pub struct QueueLimits {
     pub max_bytes: usize,
 }
 
-/// A frame waiting for the writer. Data frames carry the instant their push was accepted,
-/// so that the writer can record fan-out latency when the frame reaches the socket.
+/// A frame waiting to be written. Data frames carry the instant their push was accepted,
+/// so that fan-out latency can be recorded when the frame reaches the socket.
 #[derive(Debug, Clone)]
 pub struct Queued {
     pub frame: Bytes,
@@ -42,38 +52,73 @@ pub enum QueueError {
     Closed,
 }
 
-/// What the writer should do next.
-#[derive(Debug)]
+/// What the shard must do after queueing a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queue {
+    /// The queue was empty and the shard writes: flush it (once) after this batch of pushes.
+    Flush,
+    /// Someone will write it already: a flush the shard has pending, or the session.
+    Pending,
+}
+
+/// What a flush by the shard achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flushed {
+    /// The queue is empty.
+    Done,
+    /// The socket was full (or the session writes this connection): the session took over.
+    HandedOver,
+    /// The connection is closed; nothing was written.
+    Closed,
+}
+
+/// What the session's writer should do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriterStep {
-    /// Write these frames (moved into the caller's vector), in order.
-    Frames,
-    /// Write this close frame, then shut the socket down.
-    Close(Bytes),
-    /// Stop without writing anything more.
+    /// Write what is queued, waiting for the socket as needed.
+    Write,
+    /// Stop: the connection is closed (close frame written, write failed, or aborted).
     Stop,
+}
+
+/// Who writes the queue's frames.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum WrittenBy {
+    /// The shard, right after it queues (the queue is in its flush list while not empty).
+    #[default]
+    Shard,
+    /// The session task: the socket was full, or the session queued a frame of its own.
+    Session,
 }
 
 #[derive(Debug, Default)]
 struct State {
     frames: VecDeque<Queued>,
+    /// Bytes queued (counted against the limit), including a close frame.
     bytes: usize,
-    /// The close frame to write once the queue is drained.
-    close: Option<Bytes>,
-    /// No frame will be accepted or written any more.
+    /// Bytes of the front frame already on the wire.
+    front_written: usize,
+    writer: WrittenBy,
+    /// A close frame is the last frame queued: nothing more is accepted.
+    closing: bool,
+    /// Nothing will be accepted or written any more; the socket is to be shut down.
     closed: bool,
-    /// The writer must drop whatever it is writing (slow consumer).
-    abort: bool,
     /// Status code of the close frame requested, once one was.
     close_code: Option<u16>,
 }
 
-/// One connection's outbound queue, shared by the shards (producers), the connection's reader
-/// (pong and close replies) and its writer (the only consumer).
+/// One connection's outbound queue, shared by its shard (data frames, written by the shard
+/// when the socket accepts them) and its session task (its own frames, and whatever the
+/// socket could not take at once).
 #[derive(Debug)]
 pub struct Outbox {
     limits: QueueLimits,
+    /// `None` only for queues of benches and unit tests, whose writes go nowhere.
+    socket: Option<Arc<TcpStream>>,
     state: Mutex<State>,
+    /// Tells the session that it has something to write, or that the queue closed.
     work: Notify,
+    /// Tells the session to abandon a write stuck on a full socket (slow-consumer close).
     abort: Notify,
 }
 
@@ -84,14 +129,53 @@ fn code_of(close_frame: &Bytes) -> Option<u16> {
         .map(|code| u16::from_be_bytes([code[0], code[1]]))
 }
 
+/// What one non-blocking write achieved.
+enum Wrote {
+    /// Everything queued is on the wire.
+    All,
+    /// The socket took less than everything: wait until it is writable again.
+    Blocked,
+    /// The write failed: the connection is dead.
+    Failed,
+}
+
+/// What the session's write achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// The queue is empty; the shard writes the next frames again.
+    Idle,
+    /// The socket is full: wait until it is writable.
+    Blocked,
+    /// The connection is finished (close frame written, write failed, or closed): shut the
+    /// socket down.
+    Finished,
+}
+
 impl Outbox {
+    /// A queue without a socket, whose frames are dropped when written: for unit tests and
+    /// benches of the shard.
     pub fn new(limits: QueueLimits) -> Self {
+        Self::build(limits, None)
+    }
+
+    /// The queue of a live connection, written to `socket`.
+    pub fn with_socket(limits: QueueLimits, socket: Arc<TcpStream>) -> Self {
+        Self::build(limits, Some(socket))
+    }
+
+    fn build(limits: QueueLimits, socket: Option<Arc<TcpStream>>) -> Self {
         Self {
             limits,
+            socket,
             state: Mutex::new(State::default()),
             work: Notify::new(),
             abort: Notify::new(),
         }
+    }
+
+    /// The connection's socket (`None` for a queue made by [`Outbox::new`]).
+    pub fn socket(&self) -> Option<&TcpStream> {
+        self.socket.as_deref()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -100,58 +184,98 @@ impl Outbox {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues a frame, refusing it when the queue is full or the connection is closing.
-    pub fn push(&self, frame: Bytes, accepted_at: Option<Instant>) -> Result<(), QueueError> {
-        let was_empty;
+    fn admit(&self, state: &State, frame: &Bytes) -> Result<(), QueueError> {
+        if state.closed || state.closing {
+            Err(QueueError::Closed)
+        } else if state.frames.len() >= self.limits.max_frames
+            || state.bytes + frame.len() > self.limits.max_bytes
+        {
+            Err(QueueError::Full)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Queues a pushed frame (the shard's path), refusing it when the queue is full or the
+    /// connection is closing. [`Queue::Flush`] asks the shard to call [`Outbox::flush`] once
+    /// it has queued its current batch of pushes.
+    pub fn push(&self, frame: Bytes, accepted_at: Option<Instant>) -> Result<Queue, QueueError> {
+        let mut state = self.lock();
+        self.admit(&state, &frame)?;
+        let was_empty = state.frames.is_empty();
+        state.bytes += frame.len();
+        state.frames.push_back(Queued { frame, accepted_at });
+        Ok(if was_empty && state.writer == WrittenBy::Shard {
+            Queue::Flush
+        } else {
+            Queue::Pending
+        })
+    }
+
+    /// Queues a frame of the session's own (ping, pong, ack); the session writes it.
+    pub fn push_own(&self, frame: Bytes) -> Result<(), QueueError> {
         {
             let mut state = self.lock();
-            if state.closed || state.close.is_some() {
-                return Err(QueueError::Closed);
-            }
-            if state.frames.len() >= self.limits.max_frames
-                || state.bytes + frame.len() > self.limits.max_bytes
-            {
-                return Err(QueueError::Full);
-            }
-            was_empty = state.frames.is_empty();
+            self.admit(&state, &frame)?;
             state.bytes += frame.len();
-            state.frames.push_back(Queued { frame, accepted_at });
+            state.frames.push_back(Queued {
+                frame,
+                accepted_at: None,
+            });
+            state.writer = WrittenBy::Session;
         }
-        if was_empty {
-            self.work.notify_one();
-        }
+        self.work.notify_one();
         Ok(())
     }
 
-    /// Asks the writer to write `close_frame` after what is already queued and then stop.
-    /// Returns false when a close was already requested (the first one wins).
+    /// Queues `close_frame` behind what is already queued; the session writes them and then
+    /// shuts the socket down. Returns false when a close was already requested (the first one
+    /// wins) or the connection is closed.
     pub fn close(&self, close_frame: Bytes) -> bool {
         {
             let mut state = self.lock();
-            if state.closed || state.close.is_some() {
+            if state.closed || state.closing {
                 return false;
             }
+            state.closing = true;
             state.close_code = code_of(&close_frame);
-            state.close = Some(close_frame);
+            state.bytes += close_frame.len();
+            state.frames.push_back(Queued {
+                frame: close_frame,
+                accepted_at: None,
+            });
+            state.writer = WrittenBy::Session;
         }
         self.work.notify_one();
         true
     }
 
-    /// Closes a slow consumer: drops what is queued (releasing its memory now), aborts a write
-    /// in progress, and leaves `close_frame` for the writer to try. False if already closing.
+    /// Closes a slow consumer: drops what is queued (releasing its memory now), aborts a
+    /// write waiting for the socket, and leaves `close_frame` to try. When part of a frame is
+    /// already on the wire, no close frame can follow it: the socket is just shut down.
+    /// Returns false if the connection was already closing.
     pub fn close_slow(&self, close_frame: Bytes) -> bool {
         let dropped;
         {
             let mut state = self.lock();
-            if state.closed || state.close.is_some() {
+            if state.closed || state.closing {
                 return false;
             }
             dropped = std::mem::take(&mut state.frames);
             state.bytes = 0;
             state.close_code = code_of(&close_frame);
-            state.close = Some(close_frame);
-            state.abort = true;
+            state.writer = WrittenBy::Session;
+            if state.front_written > 0 {
+                state.closed = true;
+            } else {
+                state.closing = true;
+                state.bytes = close_frame.len();
+                state.frames.push_back(Queued {
+                    frame: close_frame,
+                    accepted_at: None,
+                });
+            }
+            state.front_written = 0;
         }
         drop(dropped);
         self.abort.notify_one();
@@ -175,45 +299,170 @@ impl Outbox {
     /// True once a close was requested or the connection died.
     pub fn is_closing(&self) -> bool {
         let state = self.lock();
-        state.closed || state.close.is_some()
+        state.closed || state.closing
     }
 
-    /// Waits for work; moves every queued frame into `batch` (which must be empty).
-    pub async fn next_step(&self, batch: &mut Vec<Queued>) -> WriterStep {
+    /// The shard's write: writes what is queued with non-blocking vectored writes. When the
+    /// socket cannot take it all, the session is told to take over.
+    pub fn flush(&self, metrics: &Metrics) -> Flushed {
+        let mut state = self.lock();
+        if state.closed {
+            return Flushed::Closed;
+        }
+        if state.writer == WrittenBy::Session {
+            return Flushed::HandedOver;
+        }
+        match self.write_locked(&mut state, metrics) {
+            Wrote::All => Flushed::Done,
+            Wrote::Blocked => {
+                state.writer = WrittenBy::Session;
+                drop(state);
+                self.work.notify_one();
+                Flushed::HandedOver
+            }
+            Wrote::Failed => {
+                Self::fail(state);
+                self.work.notify_one();
+                Flushed::Closed
+            }
+        }
+    }
+
+    /// Waits until the session has something to do: frames to write, or a closed queue.
+    /// Cancel-safe: it only looks.
+    pub async fn next_step(&self) -> WriterStep {
         loop {
-            if let Some(step) = self.try_step(batch) {
-                return step;
+            {
+                let state = self.lock();
+                if state.closed {
+                    return WriterStep::Stop;
+                }
+                if state.writer == WrittenBy::Session {
+                    return WriterStep::Write;
+                }
             }
             self.work.notified().await;
         }
     }
 
-    /// The writer's next step if there is one now; `None` means "wait for work".
-    pub fn try_step(&self, batch: &mut Vec<Queued>) -> Option<WriterStep> {
+    /// The session's write: writes what the socket takes now. Once the queue is empty the
+    /// shard writes the next frames again.
+    pub fn write_now(&self, metrics: &Metrics) -> Progress {
         let mut state = self.lock();
-        if !state.frames.is_empty() && !state.abort {
-            batch.extend(state.frames.drain(..));
-            state.bytes = 0;
-            return Some(WriterStep::Frames);
-        }
         if state.closed {
-            return Some(WriterStep::Stop);
+            return Progress::Finished;
         }
-        if let Some(frame) = state.close.take() {
-            state.closed = true;
-            return Some(WriterStep::Close(frame));
+        match self.write_locked(&mut state, metrics) {
+            Wrote::All if state.closing => {
+                state.closed = true;
+                Progress::Finished
+            }
+            Wrote::All => {
+                state.writer = WrittenBy::Shard;
+                Progress::Idle
+            }
+            Wrote::Blocked => Progress::Blocked,
+            Wrote::Failed => {
+                Self::fail(state);
+                Progress::Finished
+            }
         }
-        None
     }
 
-    /// Resolves when a slow-consumer close asks the writer to abandon its current write.
+    fn fail(mut state: MutexGuard<'_, State>) {
+        state.closed = true;
+        let dropped = std::mem::take(&mut state.frames);
+        state.bytes = 0;
+        drop(state);
+        drop(dropped);
+    }
+
+    /// Resolves when a slow-consumer close asks the session to abandon a write waiting for
+    /// the socket.
     pub async fn aborted(&self) {
-        loop {
-            if self.lock().abort {
-                return;
+        self.abort.notified().await;
+    }
+
+    /// Writes queued frames, in order, until the queue is empty or the socket is full. The
+    /// caller holds the lock, so nobody else writes in between.
+    fn write_locked(&self, state: &mut State, metrics: &Metrics) -> Wrote {
+        let Some(socket) = &self.socket else {
+            // No socket: the frames go nowhere, as if written at once.
+            let queued = state.frames.iter().map(|q| q.frame.len()).sum::<usize>();
+            Self::advance(state, queued - state.front_written, metrics);
+            return Wrote::All;
+        };
+        while !state.frames.is_empty() {
+            let attempt = {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let mut count = 0;
+                for (slot, queued) in slices.iter_mut().zip(state.frames.iter()) {
+                    let bytes: &[u8] = &queued.frame;
+                    *slot = IoSlice::new(if count == 0 {
+                        &bytes[state.front_written..]
+                    } else {
+                        bytes
+                    });
+                    count += 1;
+                }
+                socket.try_write_vectored(&slices[..count])
+            };
+            match attempt {
+                Ok(0) => return Wrote::Failed,
+                Ok(written) => Self::advance(state, written, metrics),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Wrote::Blocked,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Wrote::Failed,
             }
-            self.abort.notified().await;
         }
+        Wrote::All
+    }
+
+    /// Removes what `written` bytes completed from the front of the queue and records their
+    /// fan-out latency: a frame counts as delivered once the kernel has it.
+    fn advance(state: &mut State, mut written: usize, metrics: &Metrics) {
+        metrics.outbound_bytes.increment(written as u64);
+        let mut now = None;
+        let mut delivered = 0u64;
+        while written > 0 {
+            let Some(front) = state.frames.front() else {
+                break;
+            };
+            let left = front.frame.len() - state.front_written;
+            if written < left {
+                state.front_written += written;
+                break;
+            }
+            written -= left;
+            state.front_written = 0;
+            if let Some(done) = state.frames.pop_front() {
+                state.bytes -= done.frame.len();
+                if let Some(accepted_at) = done.accepted_at {
+                    let now = *now.get_or_insert_with(Instant::now);
+                    metrics
+                        .fanout_latency
+                        .record(now.saturating_duration_since(accepted_at));
+                    delivered += 1;
+                }
+            }
+        }
+        // Writes and frames count pushed frames only, so that their ratio is the coalescing
+        // factor; pings and pongs show in the bytes.
+        if delivered > 0 {
+            metrics.frames_written.increment(delivered);
+            metrics.writes.increment(1);
+        }
+    }
+
+    /// Empties the queue without writing it, as if it had been written (benches).
+    pub fn discard_queued(&self) -> usize {
+        let mut state = self.lock();
+        let count = state.frames.len();
+        state.frames.clear();
+        state.bytes = 0;
+        state.front_written = 0;
+        state.writer = WrittenBy::Shard;
+        count
     }
 
     /// The status code of the close frame requested, if any: how the session learns why the
@@ -235,6 +484,8 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
 
     fn limits(max_frames: usize, max_bytes: usize) -> QueueLimits {
         QueueLimits {
@@ -243,35 +494,105 @@ mod tests {
         }
     }
 
+    fn metrics() -> Metrics {
+        Metrics::new(1)
+    }
+
+    /// An outbox on one end of a loopback connection, and the other end.
+    async fn connected(limits: QueueLimits) -> (Outbox, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (Outbox::with_socket(limits, Arc::new(server)), client)
+    }
+
+    async fn read_exactly(peer: &mut TcpStream, len: usize) -> Vec<u8> {
+        let mut buf = vec![0; len];
+        peer.read_exact(&mut buf).await.unwrap();
+        buf
+    }
+
     #[tokio::test]
-    async fn frames_come_out_in_order_then_close() {
-        let outbox = Outbox::new(limits(8, 1024));
+    async fn the_shard_writes_what_it_queued_without_waking_the_session() {
+        let (outbox, mut peer) = connected(limits(8, 1024)).await;
+        let metrics = metrics();
+        assert_eq!(
+            outbox.push(Bytes::from_static(b"a"), Some(Instant::now())),
+            Ok(Queue::Flush)
+        );
+        // A second frame before the flush rides on the same write.
+        assert_eq!(
+            outbox.push(Bytes::from_static(b"b"), Some(Instant::now())),
+            Ok(Queue::Pending)
+        );
+        assert_eq!(outbox.flush(&metrics), Flushed::Done);
+        assert_eq!(read_exactly(&mut peer, 2).await, b"ab");
+        assert!(outbox.is_empty());
+        // The session was never asked to write.
+        let step = tokio::time::timeout(std::time::Duration::from_millis(20), outbox.next_step());
+        assert!(step.await.is_err());
+    }
+
+    #[tokio::test]
+    async fn own_frames_and_the_close_frame_are_written_by_the_session_in_order() {
+        let (outbox, mut peer) = connected(limits(8, 1024)).await;
+        let metrics = metrics();
         outbox.push(Bytes::from_static(b"a"), None).unwrap();
-        outbox.push(Bytes::from_static(b"b"), None).unwrap();
+        outbox.push_own(Bytes::from_static(b"p")).unwrap();
+        // The session writes now: the shard's flush defers to it.
+        assert_eq!(outbox.flush(&metrics), Flushed::HandedOver);
         assert!(outbox.close(Bytes::from_static(b"close")));
+        assert!(!outbox.close(Bytes::from_static(b"other")));
         assert_eq!(
             outbox.push(Bytes::from_static(b"c"), None),
             Err(QueueError::Closed)
         );
-        let mut batch = Vec::new();
-        assert!(matches!(
-            outbox.next_step(&mut batch).await,
-            WriterStep::Frames
-        ));
-        let frames: Vec<_> = batch.iter().map(|q| q.frame.clone()).collect();
-        assert_eq!(
-            frames,
-            vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]
-        );
-        batch.clear();
-        match outbox.next_step(&mut batch).await {
-            WriterStep::Close(frame) => assert_eq!(frame, Bytes::from_static(b"close")),
-            other => panic!("expected close, got {other:?}"),
+        assert_eq!(outbox.next_step().await, WriterStep::Write);
+        assert_eq!(outbox.write_now(&metrics), Progress::Finished);
+        assert_eq!(read_exactly(&mut peer, 7).await, b"apclose");
+        assert_eq!(outbox.next_step().await, WriterStep::Stop);
+    }
+
+    #[tokio::test]
+    async fn a_full_socket_hands_the_queue_to_the_session_and_keeps_the_order() {
+        let (outbox, mut peer) = connected(limits(100_000, 1 << 30)).await;
+        let metrics = metrics();
+        let frame = Bytes::from(vec![7u8; 64 * 1024]);
+        let mut queued = 0;
+        loop {
+            outbox.push(frame.clone(), None).unwrap();
+            queued += 1;
+            if outbox.flush(&metrics) == Flushed::HandedOver {
+                break;
+            }
+            assert!(queued < 10_000, "loopback never filled up");
         }
-        assert!(matches!(
-            outbox.next_step(&mut batch).await,
-            WriterStep::Stop
-        ));
+        // Now the shard only queues; the session writes, in order, as the peer reads.
+        assert_eq!(
+            outbox.push(Bytes::from_static(b"end"), None),
+            Ok(Queue::Pending)
+        );
+        assert_eq!(outbox.next_step().await, WriterStep::Write);
+        let reader = tokio::spawn(async move {
+            let body = read_exactly(&mut peer, queued * frame.len() + 3).await;
+            assert!(body[..queued * frame.len()].iter().all(|&b| b == 7));
+            body[queued * frame.len()..].to_vec()
+        });
+        loop {
+            match outbox.write_now(&metrics) {
+                Progress::Idle => break,
+                Progress::Blocked => outbox.socket().unwrap().writable().await.unwrap(),
+                Progress::Finished => panic!("connection ended"),
+            }
+        }
+        assert_eq!(reader.await.unwrap(), b"end");
+        // Idle again: the shard writes the next frame itself.
+        assert_eq!(
+            outbox.push(Bytes::from_static(b"x"), None),
+            Ok(Queue::Flush)
+        );
     }
 
     #[test]
@@ -293,34 +614,26 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn slow_close_drops_the_queue_and_aborts() {
+    async fn slow_close_drops_the_queue_keeps_the_close_frame_and_aborts() {
         let outbox = Outbox::new(limits(2, 1024));
         outbox.push(Bytes::from_static(b"a"), None).unwrap();
         assert!(outbox.close_slow(Bytes::from_static(b"slow")));
         assert!(!outbox.close(Bytes::from_static(b"other")));
-        assert!(outbox.is_empty());
+        assert_eq!(outbox.len(), 1);
+        assert!(outbox.is_closing());
         outbox.aborted().await;
-        let mut batch = Vec::new();
-        assert!(matches!(
-            outbox.next_step(&mut batch).await,
-            WriterStep::Close(_)
-        ));
-        assert!(batch.is_empty());
+        assert_eq!(outbox.next_step().await, WriterStep::Write);
     }
 
     #[tokio::test]
-    async fn writer_is_woken_by_a_push() {
-        let outbox = std::sync::Arc::new(Outbox::new(limits(8, 1024)));
-        let writer = {
+    async fn the_session_is_woken_by_its_own_frame() {
+        let outbox = Arc::new(Outbox::new(limits(8, 1024)));
+        let session = {
             let outbox = outbox.clone();
-            tokio::spawn(async move {
-                let mut batch = Vec::new();
-                outbox.next_step(&mut batch).await;
-                batch.len()
-            })
+            tokio::spawn(async move { outbox.next_step().await })
         };
         tokio::task::yield_now().await;
-        outbox.push(Bytes::from_static(b"x"), None).unwrap();
-        assert_eq!(writer.await.unwrap(), 1);
+        outbox.push_own(Bytes::from_static(b"x")).unwrap();
+        assert_eq!(session.await.unwrap(), WriterStep::Write);
     }
 }

@@ -1,9 +1,10 @@
 //! The task that owns a connection after the upgrade.
 //!
 //! It reads client frames (register frames, pings, close), binds the connection through the
-//! shard that owns its user, and unbinds it however the connection ends. It never writes to
-//! the socket itself: pong and close replies go through the [`Outbox`] like pushed frames, so
-//! the writer is the only one writing and frames never interleave.
+//! shard that owns its user, and unbinds it however the connection ends. Its own frames
+//! (ping, pong, ack, close) go through the [`Outbox`] like pushed frames, so that frames never
+//! interleave; the shard writes pushed frames itself, and the session writes only what the
+//! socket could not take at once and its own frames.
 //!
 //! Register semantics (documented in the README): the first valid register frame binds the
 //! connection to (user, event). A later frame for the same user adds another event; a frame
@@ -14,7 +15,6 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -72,9 +72,12 @@ pub async fn run(
     mut draining: watch::Receiver<bool>,
 ) {
     let conn_id = shared.next_conn_id();
-    let (read_half, write_half) = stream.into_split();
-    let outbox = Arc::new(Outbox::new(shared.config.queue_limits()));
-    let writer = Writer::new(write_half, outbox.clone(), shared.metrics.clone());
+    let socket = Arc::new(stream);
+    let outbox = Arc::new(Outbox::with_socket(
+        shared.config.queue_limits(),
+        socket.clone(),
+    ));
+    let writer = Writer::new(outbox.clone(), shared.metrics.clone());
 
     let mut session = Session {
         conn: ConnHandle {
@@ -87,9 +90,7 @@ pub async fn run(
         writer,
     };
     let mut reader = FrameReader::with_initial(shared.config.max_message_size, initial);
-    let ending = session
-        .read_loop(&read_half, &mut reader, &mut draining)
-        .await;
+    let ending = session.read_loop(&socket, &mut reader, &mut draining).await;
     // Rare paths are boxed so that their state does not size every idle connection's task.
     Box::pin(session.unbind()).await;
     let reason = match ending {
@@ -112,7 +113,7 @@ pub async fn run(
     if matches!(ending, Ending::ServerClosed(_) | Ending::WriterEnded) {
         let _ = Box::pin(tokio::time::timeout(
             CLOSE_LINGER,
-            linger(&read_half, &mut reader),
+            linger(&socket, &mut reader),
         ))
         .await;
     }
@@ -204,7 +205,7 @@ impl Timers {
 impl Session<'_> {
     async fn read_loop(
         &mut self,
-        read_half: &OwnedReadHalf,
+        socket: &TcpStream,
         reader: &mut FrameReader,
         draining: &mut watch::Receiver<bool>,
     ) -> Ending {
@@ -246,7 +247,7 @@ impl Session<'_> {
                 sleep.as_mut().reset(due);
             }
             let wake = tokio::select! {
-                ready = read_half.readable() => match ready {
+                ready = socket.readable() => match ready {
                     Ok(()) => Wake::Readable,
                     Err(_) => Wake::SocketError,
                 },
@@ -269,7 +270,7 @@ impl Session<'_> {
                         TimerAction::Nothing => {}
                         TimerAction::Ping => {
                             if let Err(QueueError::Full) =
-                                self.conn.outbox.push(self.shared.ping_frame.clone(), None)
+                                self.conn.outbox.push_own(self.shared.ping_frame.clone())
                             {
                                 return self.close_slow();
                             }
@@ -306,7 +307,7 @@ impl Session<'_> {
                     continue;
                 }
             }
-            match read_half.try_read_buf(reader.read_buffer()) {
+            match socket.try_read_buf(reader.read_buffer()) {
                 Ok(0) => return Ending::Reset,
                 Ok(_) => timers.heard(Instant::now(), config.idle_timeout),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -335,7 +336,7 @@ impl Session<'_> {
             Message::Binary(_) => self.shared.metrics.registration(RegisterResult::Binary),
             Message::Ping(payload) => {
                 let pong = frame::encode(OpCode::Pong, &payload);
-                if let Err(QueueError::Full) = self.conn.outbox.push(pong, None) {
+                if let Err(QueueError::Full) = self.conn.outbox.push_own(pong) {
                     self.conn
                         .outbox
                         .close_slow(frame::close(CloseCode::SLOW_CONSUMER.0, "slow consumer"));
@@ -447,7 +448,7 @@ impl Session<'_> {
     /// Queues an ack frame for a client that asked for one.
     fn reply(&self, ack: bool, body: serde_json::Value) {
         if ack {
-            let _ = self.conn.outbox.push(frame::text(&body.to_string()), None);
+            let _ = self.conn.outbox.push_own(frame::text(&body.to_string()));
         }
     }
 
@@ -473,12 +474,12 @@ impl Session<'_> {
 }
 
 /// Reads and discards until the client closes its side (or sends its close reply).
-async fn linger(read_half: &OwnedReadHalf, reader: &mut FrameReader) {
+async fn linger(socket: &TcpStream, reader: &mut FrameReader) {
     loop {
-        if read_half.readable().await.is_err() {
+        if socket.readable().await.is_err() {
             return;
         }
-        match read_half.try_read_buf(reader.read_buffer()) {
+        match socket.try_read_buf(reader.read_buffer()) {
             Ok(0) => return,
             Ok(_) => loop {
                 match reader.next_message() {

@@ -28,6 +28,7 @@ pub mod names {
     pub const DELIVERIES: &str = "pushgate_deliveries_total";
     pub const FRAMES_WRITTEN: &str = "pushgate_frames_written_total";
     pub const SOCKET_WRITES: &str = "pushgate_socket_writes_total";
+    pub const WRITES_HANDED_OVER: &str = "pushgate_writes_handed_over_total";
     pub const OUTBOUND_BYTES: &str = "pushgate_outbound_bytes_total";
     pub const CLOSES: &str = "pushgate_connection_closes_total";
     pub const FRAMES_DROPPED: &str = "pushgate_frames_dropped_total";
@@ -269,6 +270,7 @@ pub struct Metrics {
     pub deliveries: Counter,
     pub frames_written: Counter,
     pub writes: Counter,
+    pub handed_over: Counter,
     pub outbound_bytes: Counter,
     pub fanout_latency: Histogram,
     pub push_duration: Histogram,
@@ -340,6 +342,11 @@ impl Metrics {
                 names::SOCKET_WRITES,
                 None,
                 "Vectored socket writes carrying pushed frames (frames written / writes = coalescing).",
+            ),
+            describe(
+                names::WRITES_HANDED_OVER,
+                None,
+                "Shard writes that found the socket full and left the rest to the connection's task.",
             ),
             describe(
                 names::OUTBOUND_BYTES,
@@ -467,6 +474,7 @@ impl Metrics {
             deliveries: counter(names::DELIVERIES, None),
             frames_written: counter(names::FRAMES_WRITTEN, None),
             writes: counter(names::SOCKET_WRITES, None),
+            handed_over: counter(names::WRITES_HANDED_OVER, None),
             outbound_bytes: counter(names::OUTBOUND_BYTES, None),
             fanout_latency: recorder
                 .register_histogram(&Key::from_name(names::FANOUT_LATENCY), &METADATA),

@@ -6,6 +6,7 @@
 //! the push carries on for everyone else.
 
 use std::collections::hash_map::Entry;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,7 +14,7 @@ use ahash::AHashMap;
 use bytes::Bytes;
 
 use super::command::{Command, ConnHandle};
-use crate::conn::outbox::QueueError;
+use crate::conn::outbox::{Flushed, Queue, QueueError};
 use crate::metrics::{DropReason, Metrics, RefusalReason};
 use crate::ws::close::CloseCode;
 use crate::ws::frame;
@@ -51,6 +52,10 @@ pub struct ShardState {
     /// Most connections one user may hold; 0 means unlimited.
     max_per_user: usize,
     hook: Option<Arc<dyn UserHook>>,
+    /// Connections with frames queued for the shard to write, in the order they got their
+    /// first one: written round-robin, so that a push queued behind a long fan-out reaches
+    /// every connection within one round.
+    to_flush: VecDeque<ConnHandle>,
 }
 
 impl ShardState {
@@ -62,6 +67,7 @@ impl ShardState {
             slow_close_frame: frame::close(CloseCode::SLOW_CONSUMER.0, "slow consumer"),
             max_per_user: 0,
             hook: None,
+            to_flush: VecDeque::new(),
         }
     }
 
@@ -85,6 +91,23 @@ impl ShardState {
     /// Connections with at least one binding.
     pub fn connections(&self) -> usize {
         self.connections
+    }
+
+    /// True while queued frames wait for [`ShardState::flush`].
+    pub fn has_unflushed(&self) -> bool {
+        !self.to_flush.is_empty()
+    }
+
+    /// Writes the queues of up to `limit` connections, oldest first; a connection whose
+    /// socket is full is left to its session. Returns how many were written.
+    pub fn flush(&mut self, limit: usize) -> usize {
+        let count = limit.min(self.to_flush.len());
+        for conn in self.to_flush.drain(..count) {
+            if conn.outbox.flush(&self.metrics) == Flushed::HandedOver {
+                self.metrics.handed_over.increment(1);
+            }
+        }
+        count
     }
 
     /// Applies one command.
@@ -215,7 +238,11 @@ impl ShardState {
         let mut dead: Vec<u64> = Vec::new();
         for binding in bindings.iter().filter(|b| &*b.event == event) {
             match binding.conn.outbox.push(frame.clone(), Some(accepted_at)) {
-                Ok(()) => sent += 1,
+                Ok(Queue::Flush) => {
+                    sent += 1;
+                    self.to_flush.push_back(binding.conn.clone());
+                }
+                Ok(Queue::Pending) => sent += 1,
                 Err(QueueError::Full) => {
                     if binding
                         .conn
