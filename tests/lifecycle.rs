@@ -182,7 +182,45 @@ async fn a_client_that_never_reads_is_closed_as_slow_while_others_receive() {
             r#"pushgate_frames_dropped_total{reason="slow_consumer"}"#
         ) >= Some(1.0)
     );
+    // The shard found the stalled socket full and left it to the connection's task.
+    assert!(metric(&metrics, "pushgate_writes_handed_over_total") >= Some(1.0));
     drop(stalled);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_falls_behind_and_catches_up_gets_every_frame_in_order() {
+    const PUSHES: usize = 200;
+    let mut config = Config::for_tests();
+    config.conn_queue_frames = 1_000;
+    config.conn_queue_bytes = 32 * 1024 * 1024;
+    let gw = Gateway::start_with(config).await;
+    // A small receive buffer, so that the socket fills up whatever the machine's defaults.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(gw.addr).await.unwrap();
+    let (mut lagging, _) = tokio_tungstenite::client_async(gw.ws_url(), stream)
+        .await
+        .unwrap();
+    register(&mut lagging, "pia", "alarm").await;
+    let mut pusher = gw.pusher().await;
+    // 3.2 MB while the client reads nothing: more than the socket buffers hold, so the
+    // shard hands the rest to the connection's task, which writes it as the client reads.
+    let body = "m".repeat(16 * 1024);
+    for i in 0..PUSHES {
+        let message = format!("{i:04}{body}");
+        assert_eq!(pusher.push_ok("pia", "alarm", &message).await, 1);
+    }
+    let metrics = gw.metrics().await;
+    assert!(metric(&metrics, "pushgate_writes_handed_over_total") >= Some(1.0));
+    for i in 0..PUSHES {
+        let text = next_text(&mut lagging).await;
+        assert_eq!(&text[..4], format!("{i:04}"), "frame {i} out of order");
+        assert_eq!(text.len(), 4 + body.len());
+    }
+    // Caught up: the next push is written by the shard again and arrives.
+    assert_eq!(pusher.push_ok("pia", "alarm", "caught up").await, 1);
+    assert_eq!(next_text(&mut lagging).await, "caught up");
     gw.stop().await;
 }
 
