@@ -36,9 +36,9 @@ pub struct QueueLimits {
 /// A frame waiting to be written. Data frames carry the instant their push was accepted,
 /// so that fan-out latency can be recorded when the frame reaches the socket.
 #[derive(Debug, Clone)]
-pub struct Queued {
-    pub frame: Bytes,
-    pub accepted_at: Option<Instant>,
+struct Queued {
+    frame: Bytes,
+    accepted_at: Option<Instant>,
 }
 
 /// Why a frame was not queued.
