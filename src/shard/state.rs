@@ -93,9 +93,9 @@ impl ShardState {
         self.connections
     }
 
-    /// True while queued frames wait for [`ShardState::flush`].
-    pub fn has_unflushed(&self) -> bool {
-        !self.to_flush.is_empty()
+    /// Connections whose queues wait for [`ShardState::flush`].
+    pub fn unflushed(&self) -> usize {
+        self.to_flush.len()
     }
 
     /// Writes the queues of up to `limit` connections, oldest first; a connection whose
@@ -300,6 +300,34 @@ mod tests {
         assert_eq!((a.outbox.len(), b.outbox.len(), c.outbox.len()), (1, 1, 0));
         assert_eq!(s.push("nobody", "alarm", &frame, Instant::now()), 0);
         assert_eq!((s.users(), s.connections()), (1, 3));
+    }
+
+    /// The flush list is a round: connections are written in the order they got their first
+    /// frame, a connection is on it once however many frames it has, and one written out goes
+    /// to the back when it gets a new frame.
+    #[test]
+    fn queues_are_written_round_robin_each_connection_once_per_round() {
+        let mut s = state();
+        let conns = [conn(1, 8), conn(2, 8), conn(3, 8)];
+        for c in &conns {
+            s.register("u".into(), "e".into(), c.clone());
+        }
+        let lens = |conns: &[ConnHandle; 3]| conns.clone().map(|c| c.outbox.len());
+        let frame = frame::text("m");
+        assert_eq!(s.push("u", "e", &frame, Instant::now()), 3);
+        assert_eq!(s.unflushed(), 3);
+        assert_eq!(s.flush(2), 2);
+        assert_eq!(lens(&conns), [0, 0, 1]);
+        // A second push mid-round: connection 3 is still waiting (now with two frames),
+        // 1 and 2 join the back of the round.
+        assert_eq!(s.push("u", "e", &frame, Instant::now()), 3);
+        assert_eq!(s.unflushed(), 3);
+        assert_eq!(lens(&conns), [1, 1, 2]);
+        assert_eq!(s.flush(1), 1);
+        assert_eq!(lens(&conns), [1, 1, 0]);
+        assert_eq!(s.flush(usize::MAX), 2);
+        assert_eq!(lens(&conns), [0, 0, 0]);
+        assert_eq!(s.unflushed(), 0);
     }
 
     #[test]

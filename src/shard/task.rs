@@ -47,7 +47,7 @@ pub fn spawn(
 async fn run(mut state: ShardState, mut rx: mpsc::Receiver<Command>, gauges: ShardGauges) {
     let mut commands = Vec::with_capacity(BATCH);
     loop {
-        if state.has_unflushed() {
+        if state.unflushed() > 0 {
             // Writes are pending: take what has arrived, without waiting.
             while commands.len() < BATCH {
                 match rx.try_recv() {
@@ -65,7 +65,7 @@ async fn run(mut state: ShardState, mut rx: mpsc::Receiver<Command>, gauges: Sha
         state.flush(FLUSH_SLICE);
         gauges.users.set(state.users() as f64);
         gauges.connections.set(state.connections() as f64);
-        if state.has_unflushed() {
+        if state.unflushed() > 0 {
             tokio::task::yield_now().await;
         }
     }
