@@ -66,8 +66,11 @@ pub enum Queue {
 pub enum Flushed {
     /// The queue is empty.
     Done,
-    /// The socket was full (or the session writes this connection): the session took over.
+    /// The socket was full: the session took over.
     HandedOver,
+    /// The session writes this connection already (its own frames, or an earlier full
+    /// socket); nothing was written.
+    SessionWrites,
     /// The connection is closed; nothing was written.
     Closed,
 }
@@ -310,7 +313,7 @@ impl Outbox {
             return Flushed::Closed;
         }
         if state.writer == WrittenBy::Session {
-            return Flushed::HandedOver;
+            return Flushed::SessionWrites;
         }
         match self.write_locked(&mut state, metrics) {
             Wrote::All => Flushed::Done,
@@ -545,7 +548,7 @@ mod tests {
         outbox.push(Bytes::from_static(b"a"), None).unwrap();
         outbox.push_own(Bytes::from_static(b"p")).unwrap();
         // The session writes now: the shard's flush defers to it.
-        assert_eq!(outbox.flush(&metrics), Flushed::HandedOver);
+        assert_eq!(outbox.flush(&metrics), Flushed::SessionWrites);
         assert!(outbox.close(Bytes::from_static(b"close")));
         assert!(!outbox.close(Bytes::from_static(b"other")));
         assert_eq!(
