@@ -27,6 +27,9 @@ use crate::metrics::Metrics;
 /// Frames per `writev` call (Linux accepts 1024; 64 keeps the slice array small).
 const MAX_SLICES: usize = 64;
 
+/// Frames a queue has room for when its first frame arrives (48 bytes each).
+const QUEUE_START_FRAMES: usize = 16;
+
 /// Limits of one connection's queue; exceeding either marks a slow consumer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueLimits {
@@ -207,6 +210,12 @@ impl Outbox {
         let mut state = self.lock();
         self.admit(&state, &frame)?;
         let was_empty = state.frames.is_empty();
+        if state.frames.capacity() == 0 {
+            // The buffer was released when the queue was last written out. Frames pile up
+            // while a fan-out round is written (~9 per write in `fanout`): start with room
+            // for them rather than growing 4 → 8 → 16 on every round.
+            state.frames.reserve(QUEUE_START_FRAMES);
+        }
         state.bytes += frame.len();
         state.frames.push_back(Queued { frame, accepted_at });
         Ok(if was_empty && state.writer == WrittenBy::Shard {
