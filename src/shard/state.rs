@@ -31,12 +31,10 @@ struct Binding {
 }
 
 /// Connections among a user's bindings (a connection with two events has two bindings).
+/// One pass: [`ShardState::register`] keeps a connection's bindings next to each other, so
+/// that checking the per-user cap stays linear even for a user with thousands of connections.
 fn distinct_connections(bindings: &[Binding]) -> usize {
-    bindings
-        .iter()
-        .enumerate()
-        .filter(|(i, b)| !bindings[..*i].iter().any(|o| o.conn.id == b.conn.id))
-        .count()
+    bindings.chunk_by(|a, b| a.conn.id == b.conn.id).count()
 }
 
 /// Told when a user gets its first binding in this shard and when it loses its last one, so
@@ -186,18 +184,21 @@ impl ShardState {
         {
             return;
         }
-        if !bindings.iter().any(|b| b.conn.id == conn.id) {
-            if self.max_per_user > 0 && distinct_connections(bindings) >= self.max_per_user {
-                self.metrics.refused(RefusalReason::UserCap);
-                conn.outbox.close(frame::close(
-                    CloseCode::TOO_MANY_CONNECTIONS.0,
-                    "too many connections for this user",
-                ));
-                self.release_unused_event(&event);
-                return;
-            }
-            self.connections += 1;
+        if let Some(last) = bindings.iter().rposition(|b| b.conn.id == conn.id) {
+            // Another event for a bound connection: next to its other bindings.
+            bindings.insert(last + 1, Binding { event, conn });
+            return;
         }
+        if self.max_per_user > 0 && distinct_connections(bindings) >= self.max_per_user {
+            self.metrics.refused(RefusalReason::UserCap);
+            conn.outbox.close(frame::close(
+                CloseCode::TOO_MANY_CONNECTIONS.0,
+                "too many connections for this user",
+            ));
+            self.release_unused_event(&event);
+            return;
+        }
+        self.connections += 1;
         bindings.push(Binding { event, conn });
     }
 
@@ -417,6 +418,30 @@ mod tests {
         // Another user is not affected.
         s.register("v".into(), "e".into(), c.clone());
         assert_eq!(s.users(), 2);
+    }
+
+    /// A connection that adds an event after other connections joined still counts once
+    /// against the cap (its bindings are kept together, and the cap counts runs of them).
+    #[test]
+    fn a_connection_with_a_later_second_event_counts_once_against_the_cap() {
+        let mut s = state().with_user_cap(3);
+        let (a, b, c, d) = (conn(1, 8), conn(2, 8), conn(3, 8), conn(4, 8));
+        s.register("u".into(), "e".into(), a.clone());
+        s.register("u".into(), "e".into(), b.clone());
+        s.register("u".into(), "f".into(), a.clone());
+        s.register("u".into(), "e".into(), c.clone());
+        assert_eq!(c.outbox.close_code(), None);
+        assert_eq!(s.connections(), 3);
+        s.register("u".into(), "e".into(), d.clone());
+        assert_eq!(d.outbox.close_code(), Some(4029));
+        assert_eq!(s.push("u", "e", &frame::text("m"), Instant::now()), 3);
+        assert_eq!(s.push("u", "f", &frame::text("m"), Instant::now()), 1);
+        // Unbinding the connection with two events frees one place.
+        s.unregister("u", 1);
+        let e = conn(5, 8);
+        s.register("u".into(), "e".into(), e.clone());
+        assert_eq!(e.outbox.close_code(), None);
+        assert_eq!(s.connections(), 3);
     }
 
     #[test]
