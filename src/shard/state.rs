@@ -37,6 +37,16 @@ fn distinct_connections(bindings: &[Binding]) -> usize {
     bindings.chunk_by(|a, b| a.conn.id == b.conn.id).count()
 }
 
+/// Drops an interned event name from `events` when `event`, a handle about to be dropped,
+/// is the last one besides the table's: the shard holds names only while a binding does.
+/// Every other handle to a name lives in a binding, so nothing else may hold one across a
+/// call that can unbind (see [`ShardState::broadcast`]).
+fn forget_if_unbound(events: &mut AHashSet<Arc<str>>, event: &Arc<str>) {
+    if Arc::strong_count(event) == 2 {
+        events.remove(&**event);
+    }
+}
+
 /// Told when a user gets its first binding in this shard and when it loses its last one, so
 /// that cluster mode can follow which users this node holds without touching the map. Called
 /// on the shard's task, so it must be cheap and must not block.
@@ -195,19 +205,11 @@ impl ShardState {
                 CloseCode::TOO_MANY_CONNECTIONS.0,
                 "too many connections for this user",
             ));
-            self.release_unused_event(&event);
+            forget_if_unbound(&mut self.events, &event);
             return;
         }
         self.connections += 1;
         bindings.push(Binding { event, conn });
-    }
-
-    /// Forgets an interned event name that no binding holds any more (`event` is the caller's
-    /// own handle to it, the table holds the other).
-    fn release_unused_event(&mut self, event: &Arc<str>) {
-        if Arc::strong_count(event) == 2 {
-            self.events.remove(&**event);
-        }
     }
 
     /// Removes every binding of a connection.
@@ -219,9 +221,8 @@ impl ShardState {
         let events = &mut self.events;
         bindings.retain(|b| {
             let keep = b.conn.id != conn_id;
-            if !keep && Arc::strong_count(&b.event) == 2 {
-                // This binding and the table hold the name: it was the last binding.
-                events.remove(&*b.event);
+            if !keep {
+                forget_if_unbound(events, &b.event);
             }
             keep
         });
@@ -238,18 +239,20 @@ impl ShardState {
 
     /// Queues `frame` to every connection of this shard registered for `event`.
     pub fn broadcast(&mut self, event: &str, frame: &Bytes, accepted_at: Instant) -> usize {
-        let Some(event) = self.events.get(event).cloned() else {
+        // Only borrowed: a handle held across the pushes below would keep the name in the
+        // table when a slow consumer's unbinding removes its last binding.
+        let Some(interned) = self.events.get(event) else {
             return 0;
         };
         let users: Vec<Arc<str>> = self
             .users
             .iter()
-            .filter(|(_, bindings)| bindings.iter().any(|b| Arc::ptr_eq(&b.event, &event)))
+            .filter(|(_, bindings)| bindings.iter().any(|b| Arc::ptr_eq(&b.event, interned)))
             .map(|(user, _)| user.clone())
             .collect();
         users
             .iter()
-            .map(|user| self.push(user, &event, frame, accepted_at))
+            .map(|user| self.push(user, event, frame, accepted_at))
             .sum()
     }
 
@@ -498,6 +501,18 @@ mod tests {
         s.register("w".into(), "e".into(), d.clone());
         assert_eq!(s.events(), 1);
         assert_eq!(s.push("w", "e", &frame::text("m"), Instant::now()), 1);
+    }
+
+    /// A broadcast that unbinds a slow consumer (its event's last binding) lets the name go.
+    #[test]
+    fn a_broadcast_that_unbinds_the_last_binding_forgets_the_event() {
+        let mut s = state();
+        let slow = conn(1, 1);
+        s.register("v".into(), "e".into(), slow.clone());
+        assert_eq!(s.broadcast("e", &frame::text("m"), Instant::now()), 1);
+        assert_eq!(s.broadcast("e", &frame::text("m"), Instant::now()), 0);
+        assert!(slow.outbox.is_closing());
+        assert_eq!((s.users(), s.events()), (0, 0));
     }
 
     #[test]
