@@ -106,6 +106,13 @@ pub struct Config {
     #[arg(long, env = "PUSHGATE_MAX_CONNECTIONS_PER_USER", default_value_t = 0)]
     pub max_connections_per_user: usize,
 
+    /// Most events one connection may register; a register frame adding one more is refused
+    /// (`result="too_many_events"`) and the connection keeps the events it has. Each event is
+    /// a binding its shard keeps, so without a limit one client could grow the gateway's
+    /// memory, and the cost of its own registrations, without bound. 0: unlimited.
+    #[arg(long, env = "PUSHGATE_MAX_EVENTS_PER_CONNECTION", default_value_t = 16)]
+    pub max_events_per_connection: usize,
+
     /// Interval between server pings on every connection.
     #[arg(long, env = "PUSHGATE_PING_INTERVAL", default_value = "30s", value_parser = duration)]
     pub ping_interval: Duration,
@@ -425,6 +432,7 @@ mod tests {
             ("/ws", "/push")
         );
         assert_eq!(config.ping_interval, Duration::from_secs(30));
+        assert_eq!(config.max_events_per_connection, 16);
     }
 
     #[test]

@@ -237,6 +237,41 @@ async fn the_per_user_cap_closes_the_extra_connection_with_4029() {
 }
 
 #[tokio::test]
+async fn a_register_frame_past_the_per_connection_event_cap_is_refused_and_the_rest_kept() {
+    let mut config = Config::for_tests();
+    config.max_events_per_connection = 2;
+    let gw = Gateway::start_with(config).await;
+    let mut ws = gw.client("vera", "alarm").await;
+    register(&mut ws, "vera", "news").await;
+    // A third event: refused, with the reason when an ack was asked for.
+    let frame = r#"{"token":"vera","event":"chat","ack":true}"#;
+    ws.send(Message::Text(frame.into())).await.unwrap();
+    let reply: serde_json::Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
+    assert_eq!(
+        reply,
+        serde_json::json!({"type": "error", "reason": "too_many_events"})
+    );
+    // A known event again is still a duplicate, not a refusal.
+    register(&mut ws, "vera", "news").await;
+    let mut pusher = gw.pusher().await;
+    assert_eq!(pusher.push_ok("vera", "chat", "c").await, 0);
+    assert_eq!(pusher.push_ok("vera", "alarm", "a").await, 1);
+    assert_eq!(pusher.push_ok("vera", "news", "n").await, 1);
+    assert_eq!(next_text(&mut ws).await, "a");
+    assert_eq!(next_text(&mut ws).await, "n");
+    let metrics = gw.metrics().await;
+    for (result, count) in [
+        ("too_many_events", 1.0),
+        ("duplicate", 1.0),
+        ("added_event", 1.0),
+    ] {
+        let name = format!(r#"pushgate_registrations_total{{result="{result}"}}"#);
+        assert_eq!(metric(&metrics, &name), Some(count), "{name}");
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn origins_outside_the_allowlist_are_refused_with_403() {
     let mut config = Config::for_tests();
     config.allowed_origins = vec!["https://app.example.com".into()];

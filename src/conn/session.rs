@@ -408,6 +408,19 @@ impl Session<'_> {
                 self.reply_registered(frame.ack, &event);
                 return None;
             }
+            Some(bound)
+                if self.shared.config.max_events_per_connection > 0
+                    && bound.events.len() >= self.shared.config.max_events_per_connection =>
+            {
+                metrics.registration(RegisterResult::TooManyEvents);
+                tracing::debug!(
+                    conn = self.conn.id,
+                    events = bound.events.len(),
+                    "register frame refused: too many events on one connection"
+                );
+                self.reply_error(frame.ack, "too_many_events");
+                return None;
+            }
             Some(bound) => {
                 bound.events.push(event.clone());
                 (bound.user.clone(), RegisterResult::AddedEvent)

@@ -66,10 +66,12 @@ pub enum RegisterResult {
     AuthUnavailable,
     /// The token names another user than the one the connection is bound to.
     UserConflict,
+    /// The connection already holds `--max-events-per-connection` events.
+    TooManyEvents,
 }
 
 impl RegisterResult {
-    const ALL: [Self; 9] = [
+    const ALL: [Self; 10] = [
         Self::Ok,
         Self::AddedEvent,
         Self::Duplicate,
@@ -79,6 +81,7 @@ impl RegisterResult {
         Self::TokenRejected,
         Self::AuthUnavailable,
         Self::UserConflict,
+        Self::TooManyEvents,
     ];
     fn label(self) -> &'static str {
         match self {
@@ -91,6 +94,7 @@ impl RegisterResult {
             Self::TokenRejected => "token_rejected",
             Self::AuthUnavailable => "auth_unavailable",
             Self::UserConflict => "user_conflict",
+            Self::TooManyEvents => "too_many_events",
         }
     }
 }
