@@ -233,6 +233,12 @@ pub struct Config {
     #[arg(long, env = "PUSHGATE_HEADER_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub header_timeout: Duration,
 
+    /// Time allowed to send a request body once the headers are in; past it the request gets
+    /// 408 (and hyper closes the connection, whose body was left unread), so a pusher that
+    /// stalls mid-body does not hold a connection and its task for ever.
+    #[arg(long, env = "PUSHGATE_BODY_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub body_timeout: Duration,
+
     /// On shutdown, WebSockets are closed with 1001 at random moments spread over this
     /// window, so that clients do not all reconnect to the remaining nodes at once.
     #[arg(long, env = "PUSHGATE_DRAIN_WINDOW", default_value = "5s", value_parser = duration)]
@@ -353,6 +359,9 @@ impl Config {
         if self.cluster_reply_timeout.is_zero() {
             return Err(ConfigError::Zero("--cluster-reply-timeout"));
         }
+        if self.body_timeout.is_zero() {
+            return Err(ConfigError::Zero("--body-timeout"));
+        }
         Ok(())
     }
 
@@ -460,6 +469,10 @@ mod tests {
         assert_eq!(
             parse(&["--idle-timeout", "10s", "--ping-interval", "10s"]).validate(),
             Err(ConfigError::IdleShorterThanPing)
+        );
+        assert_eq!(
+            parse(&["--body-timeout", "0s"]).validate(),
+            Err(ConfigError::Zero("--body-timeout"))
         );
         assert!(matches!(
             parse(&["--push-keys-file", "/nonexistent/keys"]).validate(),

@@ -323,3 +323,39 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
     assert!(read.is_ok(), "the gateway closed the connection");
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_pusher_that_stalls_mid_body_gets_408_and_the_connection_is_closed() {
+    let mut config = Config::for_tests();
+    config.body_timeout = Duration::from_millis(200);
+    let gw = Gateway::start_with(config).await;
+    for (path, expected_body) in [
+        ("/push", String::new()),
+        ("/api/v2/push", r#""error":"body_timeout""#.to_string()),
+    ] {
+        let mut raw = TcpStream::connect(gw.internal).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: 100\r\n\r\n"
+        );
+        raw.write_all(head.as_bytes()).await.unwrap();
+        raw.write_all(br#"{"userId":"#).await.unwrap();
+        // The gateway answers and then closes: read_to_end returns.
+        let mut buf = Vec::new();
+        tokio::time::timeout(WAIT, raw.read_to_end(&mut buf))
+            .await
+            .expect("the gateway answered and closed the connection")
+            .unwrap();
+        let reply = String::from_utf8_lossy(&buf);
+        assert!(reply.starts_with("HTTP/1.1 408"), "{path}: {reply}");
+        assert!(reply.contains(&expected_body), "{path}: {reply}");
+    }
+    // Other pushes are unaffected.
+    assert_eq!(gw.pusher().await.push_ok("nobody", "e", "m").await, 0);
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        metric(&metrics, r#"pushgate_pushes_total{result="body_timeout"}"#),
+        Some(2.0)
+    );
+    gw.stop().await;
+}

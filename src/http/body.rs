@@ -1,5 +1,7 @@
 //! Reading a request body under a size limit, shared by every endpoint that takes one.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -15,11 +17,18 @@ pub enum BodyError {
     /// The connection failed while the body was read.
     #[error("could not read the request body")]
     Unreadable,
+    /// The body did not arrive within `--body-timeout` (408).
+    #[error("request body not received in time")]
+    TimedOut,
 }
 
-/// Reads the whole body, refusing at once a declared length over `limit` and stopping
-/// as soon as more than `limit` bytes arrive.
-pub async fn read_limited(request: Request<Incoming>, limit: usize) -> Result<Bytes, BodyError> {
+/// Reads the whole body, refusing at once a declared length over `limit`, stopping as soon
+/// as more than `limit` bytes arrive, and giving up after `timeout`.
+pub async fn read_limited(
+    request: Request<Incoming>,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, BodyError> {
     let declared = request
         .headers()
         .get(CONTENT_LENGTH)
@@ -28,9 +37,11 @@ pub async fn read_limited(request: Request<Incoming>, limit: usize) -> Result<By
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(BodyError::TooLarge);
     }
-    match Limited::new(request.into_body(), limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<LengthLimitError>() => Err(BodyError::TooLarge),
-        Err(_) => Err(BodyError::Unreadable),
+    let collect = Limited::new(request.into_body(), limit).collect();
+    match tokio::time::timeout(timeout, collect).await {
+        Err(_) => Err(BodyError::TimedOut),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.is::<LengthLimitError>() => Err(BodyError::TooLarge),
+        Ok(Err(_)) => Err(BodyError::Unreadable),
     }
 }

@@ -47,9 +47,13 @@ async fn respond(request: Request<Incoming>, shared: &Shared) -> (Response<Body>
     if !authorized(&request, &shared.push_keys) {
         return (empty(StatusCode::UNAUTHORIZED), PushResult::Unauthorized);
     }
-    let body = match read_limited(request, shared.config.max_push_body).await {
+    let config = &shared.config;
+    let body = match read_limited(request, config.max_push_body, config.body_timeout).await {
         Ok(body) => body,
         Err(BodyError::TooLarge) => return too_large(),
+        Err(BodyError::TimedOut) => {
+            return (empty(StatusCode::REQUEST_TIMEOUT), PushResult::BodyTimeout);
+        }
         Err(BodyError::Unreadable) => {
             return (
                 text(StatusCode::BAD_REQUEST, ILLEGAL),

@@ -20,6 +20,7 @@ use super::push::authorized;
 use super::response::Body;
 use super::service::RequestContext;
 use crate::cluster::remote::DISCONNECTED_REASON;
+use crate::config::Config;
 use crate::metrics::PushResult;
 use crate::shard::PushRefused;
 use crate::ws::close::CloseCode;
@@ -55,6 +56,7 @@ impl ApiError {
             StatusCode::PAYLOAD_TOO_LARGE => PushResult::TooLarge,
             StatusCode::SERVICE_UNAVAILABLE => PushResult::Overloaded,
             StatusCode::METHOD_NOT_ALLOWED => PushResult::MethodNotAllowed,
+            StatusCode::REQUEST_TIMEOUT => PushResult::BodyTimeout,
             _ => PushResult::BadRequest,
         }
     }
@@ -157,7 +159,7 @@ async fn respond(request: Request<Incoming>, ctx: &RequestContext) -> Result<Val
             "send Content-Type: application/json",
         ));
     }
-    let body = read_body(request, shared.config.max_push_body).await?;
+    let body = read_body(request, &shared.config).await?;
     match endpoint.as_str() {
         "push" => {
             let push: PushBody = parse(&body)?;
@@ -189,8 +191,9 @@ async fn respond(request: Request<Incoming>, ctx: &RequestContext) -> Result<Val
     }
 }
 
-async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
-    read_limited(request, limit)
+async fn read_body(request: Request<Incoming>, config: &Config) -> Result<Bytes, ApiError> {
+    let limit = config.max_push_body;
+    read_limited(request, limit, config.body_timeout)
         .await
         .map_err(|error| match error {
             BodyError::TooLarge => ApiError::new(
@@ -199,6 +202,11 @@ async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Bytes, Ap
                 format!("body larger than {limit} bytes"),
             ),
             BodyError::Unreadable => ApiError::bad_request("could not read the body"),
+            BodyError::TimedOut => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!("body not received within {:?}", config.body_timeout),
+            ),
         })
 }
 

@@ -108,16 +108,19 @@ pub enum PushResult {
     Overloaded,
     TooLarge,
     MethodNotAllowed,
+    /// The body did not arrive within `--body-timeout`.
+    BodyTimeout,
 }
 
 impl PushResult {
-    const ALL: [Self; 6] = [
+    const ALL: [Self; 7] = [
         Self::Ok,
         Self::BadRequest,
         Self::Unauthorized,
         Self::Overloaded,
         Self::TooLarge,
         Self::MethodNotAllowed,
+        Self::BodyTimeout,
     ];
     fn label(self) -> &'static str {
         match self {
@@ -127,6 +130,7 @@ impl PushResult {
             Self::Overloaded => "overloaded",
             Self::TooLarge => "too_large",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::BodyTimeout => "body_timeout",
         }
     }
 }
