@@ -92,6 +92,23 @@ impl Shared {
         }
     }
 
+    /// Refuses, before anything is delivered, a push of `frame` to `users` that the cluster
+    /// could not carry to every node (always `Ok` on a single node).
+    pub fn check_push(
+        &self,
+        users: &[String],
+        event: &str,
+        frame: &Bytes,
+    ) -> Result<(), PushRefused> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(());
+        };
+        match users.iter().max_by_key(|user| user.len()) {
+            Some(longest) => cluster.check_push(longest, event, frame.len()),
+            None => Ok(()),
+        }
+    }
+
     /// Queues a broadcast frame to every connection registered for `event`: this node's,
     /// and in cluster mode every live node's.
     pub async fn broadcast(

@@ -403,3 +403,116 @@ async fn a_disconnect_into_one_node_closes_the_users_connections_on_another() {
     let reply = v2(&mut into_b, "disconnect", json!({"userId": "frank"})).await;
     assert_eq!(reply, json!({"closed": 0}));
 }
+
+/// `POST /api/v2/<endpoint>` expected to be refused: its status and JSON reply.
+async fn v2_refused(
+    pusher: &mut Pusher,
+    endpoint: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let (status, reply) = pusher
+        .request(
+            "POST",
+            &format!("/api/v2/{endpoint}"),
+            &[("content-type", "application/json")],
+            body.to_string(),
+        )
+        .await;
+    (status.as_u16(), serde_json::from_str(&reply).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_nats_cannot_carry_is_refused_with_413_before_any_node_delivers_it() {
+    // Below --max-push-body (1 MiB): NATS itself would refuse the larger messages.
+    let nats = NatsServer::start_with_config("max_payload: 4096\n").await;
+    let (a, b) = (node(&nats).await, node(&nats).await);
+    let mut on_a = a.client("heidi", "alarm").await;
+    let mut on_b = b.client("heidi", "alarm").await;
+    let mut into_b = b.pusher().await;
+    let probe = push_until_count(&mut into_b, "heidi", "alarm", "probe", 2, SETTLE).await;
+    for ws in [&mut on_a, &mut on_b] {
+        skip_until(ws, &probe).await;
+    }
+    let big = "x".repeat(5_000);
+
+    // v1: the old server's 413 body; not delivered on B either.
+    let body = json!({"userId": "heidi", "event": "alarm", "message": big});
+    let (status, reply) = into_b.request("POST", "/push", &[], body.to_string()).await;
+    assert_eq!(
+        (status.as_u16(), reply.as_str()),
+        (413, "request body too large")
+    );
+    // v2, several users: the longest decides, so "heidi" gets nothing either.
+    let (status, reply) = v2_refused(
+        &mut into_b,
+        "push",
+        json!({"userIds": ["heidi", big], "event": "alarm", "message": "short"}),
+    )
+    .await;
+    assert_eq!(
+        (status, &reply["error"]),
+        (413, &json!("too_large")),
+        "{reply}"
+    );
+    assert!(
+        reply["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_payload of 4096"),
+        "{reply}"
+    );
+    let (status, reply) = v2_refused(
+        &mut into_b,
+        "broadcast",
+        json!({"event": "alarm", "message": big}),
+    )
+    .await;
+    assert_eq!(
+        (status, &reply["error"]),
+        (413, &json!("too_large")),
+        "{reply}"
+    );
+    // An Alertmanager webhook is taken whole or not at all: its first alert fits, its
+    // second does not, so neither is delivered (Alertmanager does not retry a 4xx).
+    let (status, reply) = v2_refused(
+        &mut into_b,
+        "alertmanager",
+        json!({"version": "4", "receiver": "ops", "alerts": [
+            {"labels": {"alertname": "alarm", "user": "heidi"}},
+            {"labels": {"alertname": "alarm", "user": "heidi"}, "annotations": {"text": big}},
+        ]}),
+    )
+    .await;
+    assert_eq!(
+        (status, &reply["error"]),
+        (413, &json!("too_large")),
+        "{reply}"
+    );
+    // A batch refuses the item alone.
+    let reply = v2(
+        &mut into_b,
+        "batch",
+        json!({"pushes": [
+            {"userId": "heidi", "event": "alarm", "message": big},
+            {"userId": "heidi", "event": "alarm", "message": "from the batch"},
+        ]}),
+    )
+    .await;
+    assert_eq!(reply["results"][0]["error"], "too_large", "{reply}");
+    assert_eq!(reply["results"][1], json!({"sent": 2}), "{reply}");
+
+    // What fits still reaches both nodes; nothing refused was delivered before it.
+    assert_eq!(
+        push_counted(&mut into_b, "heidi", "alarm", "fits").await,
+        (2, false)
+    );
+    for ws in [&mut on_a, &mut on_b] {
+        assert_eq!(next_text(ws).await, "from the batch");
+        assert_eq!(next_text(ws).await, "fits");
+    }
+    let metrics = b.pusher().await.request("GET", "/metrics", &[], "").await.1;
+    assert_eq!(
+        metric(&metrics, r#"pushgate_pushes_total{result="too_large"}"#),
+        Some(4.0)
+    );
+}

@@ -39,9 +39,32 @@ pub struct Push<'a> {
     pub frame: Bytes,
 }
 
+/// Bytes of a push envelope besides its user, event and frame.
+const PUSH_HEADER: usize = 17;
+/// Bytes of a broadcast envelope besides its event and frame.
+const BROADCAST_HEADER: usize = 13;
+/// Bytes of a disconnect envelope besides its user and event.
+const DISCONNECT_HEADER: usize = 18;
+
+/// Length of [`encode_push`]'s envelope, known before encoding it: NATS refuses a message
+/// over its `max_payload`, and a push must be refused before any of it is delivered.
+pub fn push_len(user: &str, event: &str, frame_len: usize) -> usize {
+    PUSH_HEADER + user.len() + event.len() + frame_len
+}
+
+/// Length of [`encode_broadcast`]'s envelope.
+pub fn broadcast_len(event: &str, frame_len: usize) -> usize {
+    BROADCAST_HEADER + event.len() + frame_len
+}
+
+/// Length of [`encode_disconnect`]'s envelope.
+pub fn disconnect_len(user: &str, event: Option<&str>) -> usize {
+    DISCONNECT_HEADER + user.len() + event.map_or(0, str::len)
+}
+
 /// Encodes a push: one copy of the frame into the envelope.
 pub fn encode_push(origin: u64, user: &str, event: &str, frame: &Bytes) -> Bytes {
-    let mut buf = BytesMut::with_capacity(17 + user.len() + event.len() + frame.len());
+    let mut buf = BytesMut::with_capacity(push_len(user, event, frame.len()));
     buf.put_u8(VERSION);
     buf.put_u64(origin);
     buf.put_u32(user.len() as u32);
@@ -93,7 +116,7 @@ pub enum Bucketed<'a> {
 
 pub fn encode_disconnect(origin: u64, user: &str, event: Option<&str>) -> Bytes {
     let event_bytes = event.unwrap_or("").as_bytes();
-    let mut buf = BytesMut::with_capacity(18 + user.len() + event_bytes.len());
+    let mut buf = BytesMut::with_capacity(disconnect_len(user, event));
     buf.put_u8(DISCONNECT);
     buf.put_u64(origin);
     buf.put_u8(u8::from(event.is_some()));
@@ -146,7 +169,7 @@ pub struct Broadcast<'a> {
 }
 
 pub fn encode_broadcast(origin: u64, event: &str, frame: &Bytes) -> Bytes {
-    let mut buf = BytesMut::with_capacity(13 + event.len() + frame.len());
+    let mut buf = BytesMut::with_capacity(broadcast_len(event, frame.len()));
     buf.put_u8(VERSION);
     buf.put_u64(origin);
     buf.put_u32(event.len() as u32);
@@ -330,6 +353,31 @@ mod tests {
             assert_eq!(push.frame, text);
             // A slice of the received buffer, not a copy.
             assert!(payload.as_ptr_range().contains(&push.frame.as_ptr()));
+        }
+    }
+
+    #[test]
+    fn every_envelope_is_as_long_as_announced_before_encoding() {
+        for (user, event, message) in [
+            ("", "", ""),
+            ("u", "alarm", "hi"),
+            ("ü", "é", &*"x".repeat(70_000)),
+        ] {
+            let text = frame::text(message);
+            assert_eq!(
+                encode_push(7, user, event, &text).len(),
+                push_len(user, event, text.len())
+            );
+            assert_eq!(
+                encode_broadcast(7, event, &text).len(),
+                broadcast_len(event, text.len())
+            );
+            for filter in [None, Some(event)] {
+                assert_eq!(
+                    encode_disconnect(7, user, filter).len(),
+                    disconnect_len(user, filter)
+                );
+            }
         }
     }
 

@@ -27,6 +27,7 @@ pub mod presence;
 pub mod remote;
 pub mod replies;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -96,7 +97,13 @@ pub struct Cluster {
     reply_timeout: Duration,
     metrics: Arc<Metrics>,
     tasks: Vec<JoinHandle<()>>,
+    /// When a push too large for NATS was last logged, in ms after `started` (0: never).
+    too_large_logged_ms: AtomicU64,
+    started: Instant,
 }
+
+/// How often a push refused as too large for NATS is logged (each one is counted).
+const TOO_LARGE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Cluster {
     /// The shards' hook and the queue of bucket changes, to create before the shards.
@@ -189,6 +196,8 @@ impl Cluster {
             reply_timeout: config.cluster_reply_timeout,
             metrics,
             tasks,
+            too_large_logged_ms: AtomicU64::new(0),
+            started: Instant::now(),
         })
     }
 
@@ -220,6 +229,7 @@ impl Cluster {
         frame: Bytes,
         accepted_at: Instant,
     ) -> Result<Delivery, PushRefused> {
+        self.fits(envelope::push_len(&user, &event, frame.len()))?;
         let bucket = bucket(&user);
         let envelope = self
             .is_connected()
@@ -245,6 +255,7 @@ impl Cluster {
         frame: Bytes,
         accepted_at: Instant,
     ) -> Result<Delivery, PushRefused> {
+        self.fits(envelope::broadcast_len(event, frame.len()))?;
         let envelope = self
             .is_connected()
             .then(|| envelope::encode_broadcast(self.node, event, &frame));
@@ -265,6 +276,7 @@ impl Cluster {
         event: Option<String>,
         close_frame: Bytes,
     ) -> Result<Delivery, PushRefused> {
+        self.fits(envelope::disconnect_len(&user, event.as_deref()))?;
         let bucket = bucket(&user);
         let envelope = self
             .is_connected()
@@ -277,6 +289,42 @@ impl Cluster {
         );
         let (local, remote) = tokio::join!(local, remote);
         Ok(self.total(local?, remote))
+    }
+
+    /// Refuses a push to `user` that NATS could not carry to the other nodes (see
+    /// [`PushRefused::TooLargeForCluster`]); checked by callers that deliver one frame to
+    /// several users before they deliver to any.
+    pub fn check_push(&self, user: &str, event: &str, frame_len: usize) -> Result<(), PushRefused> {
+        self.fits(envelope::push_len(user, event, frame_len))
+    }
+
+    /// Compares an envelope with the NATS server's `max_payload`: the last one it announced,
+    /// so the answer does not depend on whether NATS is reachable at this moment (before the
+    /// first connection, async-nats assumes the server default, 1 MiB).
+    fn fits(&self, size: usize) -> Result<(), PushRefused> {
+        let max_payload = self.client.max_payload();
+        if size <= max_payload {
+            return Ok(());
+        }
+        // An operator's mismatch (`--max-push-body` above the server's max_payload), not
+        // one bad request: say it at warn level, but not once per push.
+        let now_ms = (self.started.elapsed().as_millis() as u64).max(1);
+        let last_ms = self.too_large_logged_ms.load(Ordering::Relaxed);
+        if (last_ms == 0
+            || now_ms.saturating_sub(last_ms) >= TOO_LARGE_LOG_INTERVAL.as_millis() as u64)
+            && self
+                .too_large_logged_ms
+                .compare_exchange(last_ms, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                size,
+                max_payload,
+                "push refused with 413: NATS would not carry it to the other nodes; \
+                 lower --max-push-body or raise max_payload in the NATS server's configuration"
+            );
+        }
+        Err(PushRefused::TooLargeForCluster { size, max_payload })
     }
 
     fn total(&self, local: usize, remote: Delivery) -> Delivery {

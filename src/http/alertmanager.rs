@@ -42,7 +42,8 @@ pub async fn handle(ctx: &RequestContext, body: &[u8]) -> Result<Value, ApiError
         .filter(|u| !u.is_empty())
         .map(str::to_owned)
         .collect();
-    let (mut sent, mut pushed, mut skipped, mut partial) = (0, 0, 0, false);
+    let mut skipped = 0;
+    let mut pushes = Vec::with_capacity(webhook.alerts.len());
     for alert in &webhook.alerts {
         let labels = alert.get("labels").and_then(Value::as_object);
         let label = |name: &str| labels.and_then(|l| l.get(name)).and_then(Value::as_str);
@@ -62,17 +63,19 @@ pub async fn handle(ctx: &RequestContext, body: &[u8]) -> Result<Value, ApiError
             skipped += 1;
             continue;
         }
-        let message = Value::Object(alert.clone()).to_string();
-        let counted = deliver(
-            ctx,
-            users.into_iter().collect(),
-            event,
-            &frame::text(&message),
-        )
-        .await?;
+        let users: Vec<String> = users.into_iter().collect();
+        let frame = frame::text(&Value::Object(alert.clone()).to_string());
+        // All alerts or none: one the cluster cannot carry is refused before the first is
+        // delivered, so that a retried webhook does not deliver the others twice.
+        ctx.shared.check_push(&users, event, &frame)?;
+        pushes.push((users, event, frame));
+    }
+    let (mut sent, mut partial) = (0, false);
+    let pushed = pushes.len();
+    for (users, event, frame) in pushes {
+        let counted = deliver(ctx, users, event, &frame).await?;
         sent += counted.sent;
         partial |= counted.partial;
-        pushed += 1;
     }
     let mut reply = json!({
         "alerts": webhook.alerts.len(),

@@ -97,6 +97,7 @@ async fn respond(request: Request<Incoming>, shared: &Shared) -> (Response<Body>
             let reason = match refused {
                 PushRefused::Overloaded => "shard overloaded",
                 PushRefused::ShuttingDown => "shutting down",
+                PushRefused::TooLargeForCluster { .. } => return too_large(),
             };
             (unavailable(reason), PushResult::Overloaded)
         }

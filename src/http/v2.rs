@@ -75,6 +75,11 @@ impl From<PushRefused> for ApiError {
                 "shutting_down",
                 "the gateway is draining",
             ),
+            PushRefused::TooLargeForCluster { .. } => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                refused.to_string(),
+            ),
         }
     }
 }
@@ -329,6 +334,8 @@ pub(super) async fn deliver(
     frame: &Bytes,
 ) -> Result<Counted, ApiError> {
     let shared = &ctx.shared;
+    // Every user or none: a frame the cluster cannot carry is refused before the first.
+    shared.check_push(&users, event, frame)?;
     let accepted_at = Instant::now();
     let deliveries = futures_util::future::join_all(
         users

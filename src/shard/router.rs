@@ -11,6 +11,11 @@ use super::command::{Command, ConnHandle};
 /// Why a push was not handed to its shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PushRefused {
+    /// Cluster mode: the message between nodes would exceed the NATS server's
+    /// `max_payload`, so NATS would drop it for every other node. Refused (413) before
+    /// anything is delivered, rather than delivered on this node only.
+    #[error("{size} bytes between nodes, over the NATS server's max_payload of {max_payload}")]
+    TooLargeForCluster { size: usize, max_payload: usize },
     /// The shard's channel is full: answer 503 rather than buffer without bound.
     #[error("shard overloaded")]
     Overloaded,

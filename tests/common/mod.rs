@@ -404,6 +404,8 @@ impl GatewayProcess {
 pub struct NatsServer {
     child: Option<std::process::Child>,
     pub port: u16,
+    /// A configuration file written for this server (`-c`), removed on drop.
+    config: Option<std::path::PathBuf>,
 }
 
 impl NatsServer {
@@ -417,8 +419,28 @@ impl NatsServer {
         let mut server = Self {
             child: None,
             port: 0,
+            config: None,
         };
         server.spawn(port).await;
+        server
+    }
+
+    /// Starts on any port with `config` as its configuration file (settings that have no
+    /// command-line flag, such as `max_payload`).
+    pub async fn start_with_config(config: &str) -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!(
+            "pushgate-test-nats-{}-{n}.conf",
+            std::process::id()
+        ));
+        std::fs::write(&path, config).unwrap();
+        let mut server = Self {
+            child: None,
+            port: 0,
+            config: Some(path),
+        };
+        server.spawn(-1).await;
         server
     }
 
@@ -430,7 +452,12 @@ impl NatsServer {
 
     async fn spawn(&mut self, port: i32) {
         use std::io::BufRead;
-        let mut child = std::process::Command::new("nats-server")
+        let mut command = std::process::Command::new("nats-server");
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
+        // After the file: flags override it.
+        let mut child = command
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -472,6 +499,9 @@ impl NatsServer {
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.stop();
+        if let Some(config) = &self.config {
+            let _ = std::fs::remove_file(config);
+        }
     }
 }
 
