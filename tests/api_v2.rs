@@ -48,6 +48,59 @@ async fn push_to_one_or_several_users_with_any_json_message() {
 }
 
 #[tokio::test]
+async fn a_json_message_reaches_the_socket_as_the_exact_text_the_pusher_sent() {
+    let gw = Gateway::start().await;
+    let mut alice = gw.client("alice", "alarm").await;
+    let mut http = gw.pusher().await;
+    // Keys out of order, a repeated key, exponent and negative-zero numbers, an integer past
+    // 2^64, an escape inside, spaces: parsing and re-encoding would change every one.
+    let message =
+        r#"{"z": 1e2, "a": [-0, 123456789012345678901234567890], "a": "\u00e9\n", "t": true}"#;
+    let wrapped = |endpoint: &str| match endpoint {
+        "broadcast" => format!(r#"{{"event": "alarm", "message": {message}}}"#),
+        "batch" => format!(
+            r#"{{"pushes": [{{"userId": "alice", "event": "alarm", "message": {message}}}]}}"#
+        ),
+        _ => format!(r#"{{"userId": "alice", "event": "alarm", "message": {message}}}"#),
+    };
+    for endpoint in ["push", "broadcast", "batch"] {
+        let (status, reply) = http
+            .request(
+                "POST",
+                &format!("/api/v2/{endpoint}"),
+                &[JSON],
+                wrapped(endpoint),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{endpoint}: {reply}");
+        assert_eq!(next_text(&mut alice).await, message, "{endpoint}");
+    }
+    // Scalars too; a string is decoded, escapes and all.
+    for (given, sent) in [
+        ("42.50", "42.50"),
+        ("[]", "[]"),
+        (r#""caf\u00e9 \"ok\"""#, "café \"ok\""),
+    ] {
+        let body = format!(r#"{{"userId": "alice", "event": "alarm", "message": {given}}}"#);
+        let (status, reply) = http.request("POST", "/api/v2/push", &[JSON], body).await;
+        assert_eq!(status, StatusCode::OK, "{given}: {reply}");
+        assert_eq!(next_text(&mut alice).await, sent);
+    }
+    // Absent, null and empty stay errors.
+    for given in [
+        r#""event": "alarm""#,
+        r#""event": "alarm", "message": null"#,
+        r#""event": "alarm", "message": """#,
+    ] {
+        let body = format!(r#"{{"userId": "alice", {given}}}"#);
+        let (status, reply) = http.request("POST", "/api/v2/push", &[JSON], body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{given}: {reply}");
+    }
+    assert_nothing_queued(&mut alice).await;
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn errors_are_json_with_precise_statuses() {
     let mut config = Config::for_tests();
     config.push_keys = vec!["k".into()];
@@ -236,5 +289,21 @@ async fn alertmanager_webhooks_go_to_the_labelled_users() {
         assert_eq!(alert["labels"]["instance"], "db-3");
         assert_eq!(alert["annotations"]["summary"], "CPU > 95%");
     }
+    // The message is the alert's exact text, as Alertmanager wrote it (its key order).
+    let alert = r#"{"status": "firing", "labels": {"user": "alice", "alertname": "HighCPU"}, "fingerprint": "a3", "value": 1e2}"#;
+    let body = format!(r#"{{"version": "4", "receiver": "other", "alerts": [{alert}]}}"#);
+    let mut http = gw.pusher().await;
+    let (status, reply) = http
+        .request("POST", "/api/v2/alertmanager", &[JSON], body)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(next_text(&mut alice).await, alert);
+    // An alert that is not an object refuses the whole webhook, before any delivery.
+    let body = format!(r#"{{"version": "4", "alerts": [{alert}, ["not", "an", "alert"]]}}"#);
+    let (status, reply) = http
+        .request("POST", "/api/v2/alertmanager", &[JSON], body)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
+    assert_nothing_queued(&mut alice).await;
     gw.stop().await;
 }

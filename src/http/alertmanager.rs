@@ -2,23 +2,33 @@
 //! so an alerting pipeline needs no glue. Each alert goes to the users named by a label
 //! (`--alertmanager-user-label`, comma-separated values) and to those mapped from the
 //! receiver (`--alertmanager-receiver NAME=U1,U2`), on the event named by another label
-//! (`--alertmanager-event-label`, default `alertname`), with the alert's JSON as the message.
+//! (`--alertmanager-event-label`, default `alertname`), with the alert's exact JSON text as the message.
 
 use std::collections::BTreeSet;
 
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
 
 use super::service::RequestContext;
 use super::v2::{deliver, parse, ApiError};
 use crate::ws::frame;
 
 #[derive(Debug, Deserialize)]
-struct Webhook {
+struct Webhook<'a> {
     version: String,
     #[serde(default)]
     receiver: String,
-    alerts: Vec<Map<String, Value>>,
+    /// Each alert's exact text is its message (re-encoding would reorder its keys).
+    #[serde(borrow)]
+    alerts: Vec<&'a RawValue>,
+}
+
+/// The part of an alert that routes it.
+#[derive(Debug, Deserialize)]
+struct Alert {
+    #[serde(default)]
+    labels: Value,
 }
 
 /// Handles one webhook delivery; replies with the alerts seen, pushed and skipped (an alert
@@ -44,8 +54,13 @@ pub async fn handle(ctx: &RequestContext, body: &[u8]) -> Result<Value, ApiError
         .collect();
     let mut skipped = 0;
     let mut pushes = Vec::with_capacity(webhook.alerts.len());
-    for alert in &webhook.alerts {
-        let labels = alert.get("labels").and_then(Value::as_object);
+    for raw in &webhook.alerts {
+        let text = raw.get();
+        if !text.starts_with('{') {
+            return Err(ApiError::bad_request("every alert must be a JSON object"));
+        }
+        let alert: Alert = parse(text.as_bytes())?;
+        let labels = alert.labels.as_object();
         let label = |name: &str| labels.and_then(|l| l.get(name)).and_then(Value::as_str);
         let Some(event) = label(&config.alertmanager_event_label).filter(|e| !e.is_empty()) else {
             skipped += 1;
@@ -64,16 +79,16 @@ pub async fn handle(ctx: &RequestContext, body: &[u8]) -> Result<Value, ApiError
             continue;
         }
         let users: Vec<String> = users.into_iter().collect();
-        let frame = frame::text(&Value::Object(alert.clone()).to_string());
+        let frame = frame::text(text);
         // All alerts or none: one the cluster cannot carry is refused before the first is
         // delivered, so that a retried webhook does not deliver the others twice.
         ctx.shared.check_push(&users, event, &frame)?;
-        pushes.push((users, event, frame));
+        pushes.push((users, event.to_owned(), frame));
     }
     let (mut sent, mut partial) = (0, false);
     let pushed = pushes.len();
     for (users, event, frame) in pushes {
-        let counted = deliver(ctx, users, event, &frame).await?;
+        let counted = deliver(ctx, users, &event, &frame).await?;
         sent += counted.sent;
         partial |= counted.partial;
     }

@@ -5,6 +5,7 @@
 //! "message": text}` with precise statuses: 400 bad body, 401 missing key, 405 method,
 //! 413 too large, 415 not JSON, 503 overloaded or draining.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -13,6 +14,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::body::{read_limited, BodyError};
@@ -174,7 +176,7 @@ async fn respond(request: Request<Incoming>, ctx: &RequestContext) -> Result<Val
         "broadcast" => {
             let broadcast: BroadcastBody = parse(&body)?;
             non_empty("event", &broadcast.event)?;
-            let frame = frame::text(&message_text(&broadcast.message)?);
+            let frame = frame::text(&message_text(broadcast.message)?);
             // In cluster mode every live node delivers it and answers its count.
             let delivery = shared
                 .broadcast(&broadcast.event, frame, Instant::now())
@@ -226,33 +228,45 @@ pub(super) fn non_empty(field: &str, value: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// A string message is sent as is; any other JSON value as its JSON text.
-pub(super) fn message_text(message: &Value) -> Result<String, ApiError> {
-    match message {
-        Value::String(text) if text.is_empty() => {
-            Err(ApiError::bad_request("message must not be empty"))
-        }
-        Value::String(text) => Ok(text.clone()),
-        Value::Null => Err(ApiError::bad_request("message is required")),
-        other => Ok(other.to_string()),
+/// A string message is sent decoded; any other JSON value as the exact text the pusher
+/// sent for it. Re-encoding a parsed value would reorder an object's keys, turn `1e2` into
+/// `100.0` and round integers past 2^64 (`raw_value`: the text is borrowed, not parsed).
+fn message_text(message: Option<&RawValue>) -> Result<Cow<'_, str>, ApiError> {
+    let Some(raw) = message else {
+        // Missing or `null`.
+        return Err(ApiError::bad_request("message is required"));
+    };
+    let text = raw.get();
+    if !text.starts_with('"') {
+        return Ok(Cow::Borrowed(text));
     }
+    let JsonString(decoded) =
+        serde_json::from_str(text).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if decoded.is_empty() {
+        return Err(ApiError::bad_request("message must not be empty"));
+    }
+    Ok(decoded)
 }
+
+/// A JSON string, borrowed from the body unless it holds escapes.
+#[derive(Deserialize)]
+struct JsonString<'a>(#[serde(borrow)] Cow<'a, str>);
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct PushBody {
+struct PushBody<'a> {
     user_id: Option<String>,
     user_ids: Option<Vec<String>>,
     event: String,
-    #[serde(default)]
-    message: Value,
+    #[serde(default, borrow)]
+    message: Option<&'a RawValue>,
 }
 
 #[derive(Debug, Deserialize)]
-struct BroadcastBody {
+struct BroadcastBody<'a> {
     event: String,
-    #[serde(default)]
-    message: Value,
+    #[serde(default, borrow)]
+    message: Option<&'a RawValue>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -263,8 +277,10 @@ struct DisconnectBody {
 }
 
 #[derive(Debug, Deserialize)]
-struct BatchBody {
-    pushes: Vec<Value>,
+struct BatchBody<'a> {
+    /// Parsed one by one, so that a bad item fails alone.
+    #[serde(borrow)]
+    pushes: Vec<&'a RawValue>,
 }
 
 /// A validated push: who, which event, and its frame encoded once.
@@ -274,7 +290,7 @@ struct Prepared {
     frame: Bytes,
 }
 
-fn prepare(push: PushBody) -> Result<Prepared, ApiError> {
+fn prepare(push: PushBody<'_>) -> Result<Prepared, ApiError> {
     let users = match (push.user_id, push.user_ids) {
         (Some(user), None) => vec![user],
         (None, Some(users)) if !users.is_empty() => users,
@@ -288,7 +304,7 @@ fn prepare(push: PushBody) -> Result<Prepared, ApiError> {
     for user in &users {
         non_empty("userId", user)?;
     }
-    let frame = frame::text(&message_text(&push.message)?);
+    let frame = frame::text(&message_text(push.message)?);
     Ok(Prepared {
         users,
         event: push.event,
@@ -297,7 +313,7 @@ fn prepare(push: PushBody) -> Result<Prepared, ApiError> {
 }
 
 /// Validates one push and queues its frame to every user it names.
-async fn push_one(ctx: &RequestContext, push: PushBody) -> Result<Counted, ApiError> {
+async fn push_one(ctx: &RequestContext, push: PushBody<'_>) -> Result<Counted, ApiError> {
     let prepared = prepare(push)?;
     deliver(ctx, prepared.users, &prepared.event, &prepared.frame).await
 }
@@ -369,7 +385,7 @@ async fn batch(ctx: &RequestContext, body: &[u8]) -> Result<Value, ApiError> {
         ));
     }
     let items = batch.pushes.into_iter().map(|item| async move {
-        let push = serde_json::from_value::<PushBody>(item)
+        let push = serde_json::from_str::<PushBody<'_>>(item.get())
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
         push_one(ctx, push).await
     });
