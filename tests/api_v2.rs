@@ -96,6 +96,13 @@ async fn a_json_message_reaches_the_socket_as_the_exact_text_the_pusher_sent() {
         let (status, reply) = http.request("POST", "/api/v2/push", &[JSON], body).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{given}: {reply}");
     }
+    // Verbatim never means unchecked: invalid UTF-8 inside a JSON message is refused, so a
+    // text frame is always valid UTF-8.
+    let body = b"{\"userId\": \"alice\", \"event\": \"alarm\", \"message\": {\"k\": \"\xff\"}}";
+    let (status, reply) = http
+        .request("POST", "/api/v2/push", &[JSON], body.to_vec())
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
     assert_nothing_queued(&mut alice).await;
     gw.stop().await;
 }
