@@ -2,7 +2,8 @@
 //! so an alerting pipeline needs no glue. Each alert goes to the users named by a label
 //! (`--alertmanager-user-label`, comma-separated values) and to those mapped from the
 //! receiver (`--alertmanager-receiver NAME=U1,U2`), on the event named by another label
-//! (`--alertmanager-event-label`, default `alertname`), with the alert's exact JSON text as the message.
+//! (`--alertmanager-event-label`, default `alertname`), with the alert's exact JSON text as
+//! the message.
 
 use std::collections::BTreeSet;
 
