@@ -44,6 +44,18 @@ async fn push_to_one_or_several_users_with_any_json_message() {
         let text = next_text(ws).await;
         assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), message);
     }
+    // A user named twice is pushed to once.
+    let (status, reply) = post(
+        &gw,
+        "/api/v2/push",
+        json!({"userIds": ["alice", "bob", "alice"], "event": "alarm", "message": "once"}),
+    )
+    .await;
+    assert_eq!((status, reply), (StatusCode::OK, json!({"sent": 2})));
+    for ws in [&mut alice, &mut bob] {
+        assert_eq!(next_text(ws).await, "once");
+        assert_nothing_queued(ws).await;
+    }
     gw.stop().await;
 }
 

@@ -293,7 +293,12 @@ struct Prepared {
 fn prepare(push: PushBody<'_>) -> Result<Prepared, ApiError> {
     let users = match (push.user_id, push.user_ids) {
         (Some(user), None) => vec![user],
-        (None, Some(users)) if !users.is_empty() => users,
+        (None, Some(mut users)) if !users.is_empty() => {
+            // A user named twice gets the message once, as each of its connections should.
+            users.sort_unstable();
+            users.dedup();
+            users
+        }
         (None, Some(_)) => return Err(ApiError::bad_request("userIds must not be empty")),
         (None, None) => return Err(ApiError::bad_request("userId or userIds is required")),
         (Some(_), Some(_)) => {
