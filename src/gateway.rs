@@ -204,9 +204,10 @@ fn splitmix64(mut x: u64) -> u64 {
 /// Why the gateway could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
-    #[error("invalid configuration: {0}")]
+    // The cause is the source, not part of the message: `{:#}` prints the chain once.
+    #[error("invalid configuration")]
     Config(#[from] ConfigError),
-    #[error("cluster mode: {0}")]
+    #[error("cluster mode")]
     Cluster(#[from] ClusterError),
 }
 

@@ -51,9 +51,9 @@ use crate::shard::{PushRefused, Router};
 pub enum ClusterError {
     #[error("invalid --nats-url {url:?}: {reason}")]
     Url { url: String, reason: String },
-    #[error("NATS client: {0}")]
+    #[error("NATS client")]
     Connect(#[from] async_nats::ConnectError),
-    #[error("NATS subscription: {0}")]
+    #[error("NATS subscription")]
     Subscribe(#[from] async_nats::SubscribeError),
 }
 
@@ -127,7 +127,7 @@ impl Cluster {
                 url.trim()
                     .parse::<ServerAddr>()
                     .map_err(|error| ClusterError::Url {
-                        url: url.clone(),
+                        url: redact(url),
                         reason: error.to_string(),
                     })
             })
@@ -187,7 +187,8 @@ impl Cluster {
                 announce,
             )),
         ];
-        tracing::info!(node = %format!("{node:016x}"), servers = ?config.nats_url, "cluster mode");
+        let servers: Vec<String> = config.nats_url.iter().map(|url| redact(url)).collect();
+        tracing::info!(node = %format!("{node:016x}"), ?servers, "cluster mode");
         Ok(Self {
             node,
             client,
@@ -433,10 +434,53 @@ async fn follow_events(
     }
 }
 
+/// `url` without the user and password (or token) it may carry, for logs and errors: a
+/// NATS URL is the one place a credential can sit in pushgate's configuration.
+fn redact(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    let host = &rest[at + 1..];
+    match scheme {
+        Some(scheme) => format!("{scheme}://***@{host}"),
+        None => format!("***@{host}"),
+    }
+}
+
 /// A random id for this node's lifetime: subjects of its replies, and presence.
 fn node_id() -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     ahash::RandomState::new().hash_one((nanos, std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn credentials_in_a_nats_url_never_reach_a_log() {
+        for (url, shown) in [
+            (
+                "nats://alice:s3cret@10.0.0.5:4222",
+                "nats://***@10.0.0.5:4222",
+            ),
+            (
+                "tls://t0ken@nats.example:4222/",
+                "tls://***@nats.example:4222/",
+            ),
+            ("alice:p@ss@10.0.0.5", "***@10.0.0.5"),
+            ("nats://10.0.0.5:4222", "nats://10.0.0.5:4222"),
+            ("nats://10.0.0.5:4222/path@x", "nats://10.0.0.5:4222/path@x"),
+            ("10.0.0.5", "10.0.0.5"),
+        ] {
+            assert_eq!(redact(url), shown, "{url}");
+        }
+    }
 }
