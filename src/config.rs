@@ -262,6 +262,44 @@ pub struct Config {
     #[arg(long, env = "PUSHGATE_NATS_URL", value_delimiter = ',')]
     pub nats_url: Vec<String>,
 
+    /// Cluster mode: user name for NATS, with `--nats-password`. Credentials may instead sit in
+    /// the URL (`nats://user:password@host`); either way they are sent with the CONNECT only.
+    #[arg(long, env = "PUSHGATE_NATS_USER", requires = "nats_password")]
+    pub nats_user: Option<String>,
+
+    /// Cluster mode: password for `--nats-user` (prefer the environment variable: a flag shows
+    /// in the process list).
+    #[arg(
+        long,
+        env = "PUSHGATE_NATS_PASSWORD",
+        requires = "nats_user",
+        hide_env_values = true
+    )]
+    pub nats_password: Option<String>,
+
+    /// Cluster mode: token for NATS token authentication (or `nats://TOKEN@host`).
+    #[arg(
+        long,
+        env = "PUSHGATE_NATS_TOKEN",
+        conflicts_with = "nats_user",
+        hide_env_values = true
+    )]
+    pub nats_token: Option<String>,
+
+    /// Cluster mode: PEM file of the CA certificates that sign the NATS servers' certificates;
+    /// turns TLS on for every server (as a `tls://` URL does).
+    #[arg(long, env = "PUSHGATE_NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+
+    /// Cluster mode: this node's client certificate (PEM), for servers that verify clients;
+    /// with `--nats-tls-key`.
+    #[arg(long, env = "PUSHGATE_NATS_TLS_CERT", requires = "nats_tls_key")]
+    pub nats_tls_cert: Option<PathBuf>,
+
+    /// Cluster mode: the private key (PEM) of `--nats-tls-cert`.
+    #[arg(long, env = "PUSHGATE_NATS_TLS_KEY", requires = "nats_tls_cert")]
+    pub nats_tls_key: Option<PathBuf>,
+
     /// Cluster mode: how long a push waits for other nodes' counts before answering with
     /// what it has (and `X-Pushgate-Partial: true`).
     #[arg(long, env = "PUSHGATE_CLUSTER_REPLY_TIMEOUT", default_value = "50ms", value_parser = duration)]

@@ -509,3 +509,190 @@ async fn a_push_nats_cannot_carry_is_refused_with_413_before_any_node_delivers_i
         Some(4.0)
     );
 }
+
+/// Two nodes started with `a_args` and `b_args` (besides the defaults) both reach a user's
+/// connections through a push into B: proof that each is connected to NATS.
+async fn assert_two_nodes_join(a_args: &[&str], b_args: &[&str]) {
+    let start = |extra: &[&str]| {
+        let mut args = vec!["--shards", "2"];
+        args.extend_from_slice(extra);
+        let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            GatewayProcess::start(&args, None).await
+        }
+    };
+    let (a, b) = (start(a_args).await, start(b_args).await);
+    let mut on_a = a.client("ivan", "alarm").await;
+    let mut on_b = b.client("ivan", "alarm").await;
+    let mut into_b = b.pusher().await;
+    let probe = push_until_count(&mut into_b, "ivan", "alarm", "probe", 2, SETTLE).await;
+    for ws in [&mut on_a, &mut on_b] {
+        skip_until(ws, &probe).await;
+    }
+    assert_eq!(readyz(&a).await.1, "ready\ncluster: connected\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_authenticate_with_a_password_from_the_flags_or_from_the_url() {
+    let nats =
+        NatsServer::start_with_config("authorization { user: alice, password: \"p@ss:word\" }\n")
+            .await;
+    let in_url = format!("nats://alice:p%40ss%3Aword@127.0.0.1:{}", nats.port);
+    assert_two_nodes_join(
+        &[
+            "--nats-url",
+            &nats.url(),
+            "--nats-user",
+            "alice",
+            "--nats-password",
+            "p@ss:word",
+        ],
+        &["--nats-url", &in_url],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_authenticate_with_a_token_from_the_flags_or_from_the_url() {
+    let nats = NatsServer::start_with_config("authorization { token: \"t0ken\" }\n").await;
+    let in_url = format!("nats://t0ken@127.0.0.1:{}", nats.port);
+    assert_two_nodes_join(
+        &["--nats-url", &nats.url(), "--nats-token", "t0ken"],
+        &["--nats-url", &in_url],
+    )
+    .await;
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made by the
+/// `openssl` command (scripts/test installs it) in a fresh directory.
+fn certificates() -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("pushgate-test-tls-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let steps: Vec<Vec<&str>> = vec![
+        [
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=pushgate test CA",
+            ],
+        ]
+        .concat(),
+        [
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "server.ext",
+        ],
+        [
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "client.key",
+                "-out",
+                "client.csr",
+                "-subj",
+                "/CN=pushgate node",
+            ],
+        ]
+        .concat(),
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            "client.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "client.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "client.ext",
+        ],
+    ];
+    for args in steps {
+        let output = std::process::Command::new("openssl")
+            .args(&args)
+            .current_dir(&dir)
+            .output()
+            .expect("openssl must be installed (scripts/test installs it)");
+        assert!(output.status.success(), "openssl {args:?}: {output:?}");
+    }
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_reach_a_nats_server_that_requires_mutual_tls() {
+    let dir = certificates();
+    let path = |name: &str| dir.join(name).display().to_string();
+    let nats = NatsServer::start_with_config(&format!(
+        "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  ca_file: \"{}\"\n  verify: true\n}}\n",
+        path("server.pem"),
+        path("server.key"),
+        path("ca.pem"),
+    ))
+    .await;
+    let tls = [
+        "--nats-tls-ca",
+        &path("ca.pem"),
+        "--nats-tls-cert",
+        &path("client.pem"),
+        "--nats-tls-key",
+        &path("client.key"),
+    ];
+    // One node forced to TLS by the CA flag on a nats:// URL, the other by a tls:// URL.
+    let (plain_url, tls_url) = (nats.url(), format!("tls://127.0.0.1:{}", nats.port));
+    assert_two_nodes_join(
+        &[&["--nats-url", &plain_url][..], &tls].concat(),
+        &[&["--nats-url", &tls_url][..], &tls].concat(),
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

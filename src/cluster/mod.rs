@@ -8,6 +8,7 @@
 //! full story; the parts:
 //!
 //! - [`bucket`]: the stable userID → bucket hash and the subjects;
+//! - [`connect`]: the servers, the credentials and TLS a node connects with;
 //! - [`envelope`]: the binary messages (push, reply, presence);
 //! - [`interest`]: per-bucket counts fed by the shards, and the subscriptions that follow;
 //! - [`presence`]: which peer holds which bucket, so a push knows whose replies to await;
@@ -21,6 +22,7 @@
 //! Without `--nats-url` none of this runs and a node behaves exactly as a single gateway.
 
 pub mod bucket;
+pub mod connect;
 pub mod envelope;
 pub mod interest;
 pub mod presence;
@@ -32,7 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::connection::State;
-use async_nats::{ConnectOptions, Event, ServerAddr};
+use async_nats::{ConnectOptions, Event};
 use bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
@@ -51,6 +53,14 @@ use crate::shard::{PushRefused, Router};
 pub enum ClusterError {
     #[error("invalid --nats-url {url:?}: {reason}")]
     Url { url: String, reason: String },
+    #[error("{0}")]
+    Credentials(&'static str),
+    #[error("{flag} {path}: {reason}")]
+    TlsFile {
+        flag: &'static str,
+        path: String,
+        reason: String,
+    },
     #[error("NATS client")]
     Connect(#[from] async_nats::ConnectError),
     #[error("NATS subscription")]
@@ -120,21 +130,11 @@ impl Cluster {
         router: Router,
         metrics: Arc<Metrics>,
     ) -> Result<Self, ClusterError> {
-        let servers = config
-            .nats_url
-            .iter()
-            .map(|url| {
-                url.trim()
-                    .parse::<ServerAddr>()
-                    .map_err(|error| ClusterError::Url {
-                        url: redact(url),
-                        reason: error.to_string(),
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let servers = connect::servers(config)?;
         let node = node_id();
         let (events_tx, events) = mpsc::unbounded_channel();
-        let client = ConnectOptions::new()
+        let options = connect::secure(ConnectOptions::new(), servers.credentials, config)?;
+        let client = options
             .name(format!("pushgate-{node:016x}"))
             // Our own publications never come back: a node delivers its pushes once.
             .no_echo()
@@ -144,7 +144,7 @@ impl Cluster {
                 let _ = events_tx.send(event);
                 async {}
             })
-            .connect(servers)
+            .connect(servers.addresses)
             .await?;
 
         let presence = Arc::new(Presence::new(node));
