@@ -333,6 +333,8 @@ pub enum ConfigError {
     Missing(&'static str),
     #[error("{path}: {reason}")]
     File { path: String, reason: String },
+    #[error("cluster mode: {0}")]
+    Nats(String),
 }
 
 impl Config {
@@ -399,6 +401,10 @@ impl Config {
         }
         if self.body_timeout.is_zero() {
             return Err(ConfigError::Zero("--body-timeout"));
+        }
+        if !self.nats_url.is_empty() {
+            crate::cluster::connect::check(self)
+                .map_err(|error| ConfigError::Nats(error.to_string()))?;
         }
         Ok(())
     }

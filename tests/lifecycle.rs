@@ -278,6 +278,14 @@ fn bad_configuration_exits_with_status_64() {
         &["--listen", "not-an-address"],
         &["--ws-path", "ws"],
         &["--no-such-flag"],
+        &["--nats-url", "nats://a:b@10.0.0.5,nats://a:c@10.0.0.6"],
+        &[
+            "--nats-url",
+            "nats://10.0.0.5",
+            "--nats-tls-ca",
+            "/nonexistent/ca.pem",
+        ],
+        &["--nats-url", "http://10.0.0.5"],
     ] {
         let output = std::process::Command::new(binary)
             .args(args)

@@ -104,9 +104,24 @@ fn take_credentials(address: ServerAddr) -> Result<(ServerAddr, Option<Credentia
     Ok((address, Some(credentials)))
 }
 
-/// Adds the credentials and the TLS settings to `options`. The certificate files are read
-/// here once, so that a wrong path stops the node at start instead of failing every
-/// reconnection attempt for ever.
+/// What `Config::validate` checks of cluster mode: the URLs, the credential rules, and that
+/// the certificate files can be read (a wrong path stops the node at start, with status 64,
+/// instead of failing every reconnection attempt for ever).
+pub fn check(config: &Config) -> Result<(), ClusterError> {
+    servers(config)?;
+    for (flag, path) in [
+        ("--nats-tls-ca", &config.nats_tls_ca),
+        ("--nats-tls-cert", &config.nats_tls_cert),
+        ("--nats-tls-key", &config.nats_tls_key),
+    ] {
+        if let Some(path) = path {
+            readable(path, flag)?;
+        }
+    }
+    Ok(())
+}
+
+/// Adds the credentials and the TLS settings to `options`.
 pub fn secure(
     mut options: ConnectOptions,
     credentials: Option<Credentials>,
@@ -120,12 +135,9 @@ pub fn secure(
         None => options,
     };
     if let Some(ca) = &config.nats_tls_ca {
-        readable(ca, "--nats-tls-ca")?;
         options = options.add_root_certificates(ca.clone()).require_tls(true);
     }
     if let (Some(cert), Some(key)) = (&config.nats_tls_cert, &config.nats_tls_key) {
-        readable(cert, "--nats-tls-cert")?;
-        readable(key, "--nats-tls-key")?;
         options = options
             .add_client_certificate(cert.clone(), key.clone())
             .require_tls(true);
@@ -248,18 +260,18 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_certificate_file_stops_the_node_at_start() {
+    fn a_missing_certificate_file_is_a_configuration_error() {
         let config = config(&[
             "--nats-url",
             "tls://10.0.0.5",
             "--nats-tls-ca",
             "/nonexistent/ca.pem",
         ]);
-        let error = secure(ConnectOptions::new(), None, &config).unwrap_err();
+        let error = config.validate().unwrap_err();
         assert!(
             error
                 .to_string()
-                .contains("--nats-tls-ca /nonexistent/ca.pem"),
+                .starts_with("cluster mode: --nats-tls-ca /nonexistent/ca.pem: "),
             "{error}"
         );
     }
