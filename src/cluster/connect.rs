@@ -6,7 +6,8 @@
 //! tries at debug level; so a URL's credentials are moved into the options and the URL is
 //! handed over without them.
 
-use std::path::PathBuf;
+use std::fmt;
+use std::path::Path;
 
 use async_nats::{ConnectOptions, ServerAddr};
 use percent_encoding::percent_decode_str;
@@ -14,11 +15,24 @@ use percent_encoding::percent_decode_str;
 use super::ClusterError;
 use crate::config::Config;
 
-/// What a node presents to NATS.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a node presents to NATS. Its `Debug` hides the secrets.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Credentials {
     UserPassword { user: String, password: String },
     Token(String),
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UserPassword { user, .. } => f
+                .debug_struct("UserPassword")
+                .field("user", user)
+                .field("password", &"***")
+                .finish(),
+            Self::Token(_) => f.debug_tuple("Token").field(&"***").finish(),
+        }
+    }
 }
 
 /// The servers to connect to, credentials removed, and the credentials to present.
@@ -145,7 +159,7 @@ pub fn secure(
     Ok(options)
 }
 
-fn readable(path: &PathBuf, flag: &'static str) -> Result<(), ClusterError> {
+fn readable(path: &Path, flag: &'static str) -> Result<(), ClusterError> {
     match std::fs::read(path) {
         Ok(bytes) if !bytes.is_empty() => Ok(()),
         Ok(_) => Err(ClusterError::TlsFile {
@@ -201,6 +215,10 @@ mod tests {
         assert_eq!(
             servers.credentials,
             Some(Credentials::Token("s3cr3t".into()))
+        );
+        assert_eq!(
+            format!("{:?}", servers.credentials),
+            r#"Some(Token("***"))"#
         );
     }
 
