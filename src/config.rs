@@ -300,6 +300,11 @@ pub struct Config {
     #[arg(long, env = "PUSHGATE_NATS_TLS_KEY", requires = "nats_tls_cert")]
     pub nats_tls_key: Option<PathBuf>,
 
+    /// Cluster mode: first tokens of every NATS subject the nodes use. All nodes of a cluster
+    /// need the same; two clusters with different prefixes can share one NATS account.
+    #[arg(long, env = "PUSHGATE_NATS_SUBJECT_PREFIX", default_value = crate::cluster::bucket::DEFAULT_SUBJECT_PREFIX)]
+    pub nats_subject_prefix: String,
+
     /// Cluster mode: how long a push waits for other nodes' counts before answering with
     /// what it has (and `X-Pushgate-Partial: true`).
     #[arg(long, env = "PUSHGATE_CLUSTER_REPLY_TIMEOUT", default_value = "50ms", value_parser = duration)]

@@ -696,3 +696,55 @@ async fn nodes_reach_a_nats_server_that_requires_mutual_tls() {
     .await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clusters_with_different_subject_prefixes_share_a_nats_server_apart() {
+    let nats = NatsServer::start().await;
+    let url = nats.url();
+    let start = |prefix: &'static str| {
+        let url = url.clone();
+        async move {
+            GatewayProcess::start(
+                &[
+                    "--nats-url",
+                    &url,
+                    "--shards",
+                    "2",
+                    "--nats-subject-prefix",
+                    prefix,
+                ],
+                None,
+            )
+            .await
+        }
+    };
+    // Cluster "one" first, so that the other's nodes would hear of it at their hello.
+    let one = start("one").await;
+    let mut on_one = one.client("kim", "alarm").await;
+    let (two_a, two_b) = (start("acme.two").await, start("acme.two").await);
+    let mut on_two = two_a.client("kim", "alarm").await;
+    let mut into_two = two_b.pusher().await;
+    let probe = push_until_count(&mut into_two, "kim", "alarm", "probe", 1, SETTLE).await;
+    skip_until(&mut on_two, &probe).await;
+
+    // Each node knows the nodes of its own cluster only, and a push stays in its cluster.
+    let peers = |gw: &GatewayProcess| {
+        let internal = gw.internal;
+        async move {
+            let metrics = Pusher::connect(internal)
+                .await
+                .request("GET", "/metrics", &[], "")
+                .await
+                .1;
+            metric(&metrics, "pushgate_cluster_peers")
+        }
+    };
+    assert_eq!(peers(&two_b).await, Some(1.0));
+    assert_eq!(
+        push_counted(&mut one.pusher().await, "kim", "alarm", "to one").await,
+        (1, false)
+    );
+    assert_eq!(next_text(&mut on_one).await, "to one");
+    assert_eq!(peers(&one).await, Some(0.0));
+    assert_nothing_queued(&mut on_two).await;
+}

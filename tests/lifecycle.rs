@@ -286,6 +286,12 @@ fn bad_configuration_exits_with_status_64() {
             "/nonexistent/ca.pem",
         ],
         &["--nats-url", "http://10.0.0.5"],
+        &[
+            "--nats-url",
+            "nats://10.0.0.5",
+            "--nats-subject-prefix",
+            "a.*",
+        ],
     ] {
         let output = std::process::Command::new(binary)
             .args(args)

@@ -61,7 +61,7 @@ pub fn servers(config: &Config) -> Result<Servers, ClusterError> {
             (_, None) => {}
             (None, Some(credentials)) => from_urls = Some(credentials),
             (Some(known), Some(credentials)) if *known == credentials => {}
-            (Some(_), Some(_)) => return Err(ClusterError::Credentials(DIFFERENT_IN_URLS)),
+            (Some(_), Some(_)) => return Err(ClusterError::Setting(DIFFERENT_IN_URLS)),
         }
         addresses.push(address);
     }
@@ -73,10 +73,10 @@ pub fn servers(config: &Config) -> Result<Servers, ClusterError> {
         (None, None, Some(token)) => Some(Credentials::Token(token.clone())),
         // clap enforces the pairs and the exclusion; a configuration built in code may not.
         (None, None, None) => None,
-        _ => return Err(ClusterError::Credentials(INCOMPLETE_FLAGS)),
+        _ => return Err(ClusterError::Setting(INCOMPLETE_FLAGS)),
     };
     let credentials = match (from_urls, from_flags) {
-        (Some(_), Some(_)) => return Err(ClusterError::Credentials(TWICE)),
+        (Some(_), Some(_)) => return Err(ClusterError::Setting(TWICE)),
         (urls, flags) => urls.or(flags),
     };
     Ok(Servers {
@@ -122,6 +122,7 @@ fn take_credentials(address: ServerAddr) -> Result<(ServerAddr, Option<Credentia
 /// the certificate files can be read (a wrong path stops the node at start, with status 64,
 /// instead of failing every reconnection attempt for ever).
 pub fn check(config: &Config) -> Result<(), ClusterError> {
+    super::bucket::check_prefix(&config.nats_subject_prefix).map_err(ClusterError::Setting)?;
     servers(config)?;
     for (flag, path) in [
         ("--nats-tls-ca", &config.nats_tls_ca),
@@ -258,7 +259,7 @@ mod tests {
             &["--nats-url", "nats://a:b@10.0.0.5", "--nats-token", "t"][..],
         ] {
             let error = servers(&config(args)).unwrap_err();
-            assert!(matches!(error, ClusterError::Credentials(_)), "{args:?}");
+            assert!(matches!(error, ClusterError::Setting(_)), "{args:?}");
             // Never the secret itself in the message.
             assert!(!error.to_string().contains(":b@"), "{error}");
         }

@@ -39,7 +39,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
-use self::bucket::{broadcast_subject, bucket, presence_subject, push_subject};
+use self::bucket::{bucket, Subjects};
 use self::interest::{Changes, Interest};
 use self::presence::Presence;
 use self::remote::Remote;
@@ -54,7 +54,7 @@ pub enum ClusterError {
     #[error("invalid --nats-url {url:?}: {reason}")]
     Url { url: String, reason: String },
     #[error("{0}")]
-    Credentials(&'static str),
+    Setting(&'static str),
     #[error("{flag} {path}: {reason}")]
     TlsFile {
         flag: &'static str,
@@ -102,6 +102,7 @@ impl Delivery {
 pub struct Cluster {
     node: u64,
     client: async_nats::Client,
+    subjects: Subjects,
     presence: Arc<Presence>,
     replies: Arc<Replies>,
     reply_timeout: Duration,
@@ -147,22 +148,24 @@ impl Cluster {
             .connect(servers.addresses)
             .await?;
 
-        let presence = Arc::new(Presence::new(node));
-        let replies = Arc::new(Replies::new(node));
+        let subjects = Subjects::new(&config.nats_subject_prefix);
+        let presence = Arc::new(Presence::new(node, subjects.presence()));
+        let replies = Arc::new(Replies::new(subjects.reply_prefix(node)));
         let announce = Arc::new(Notify::new());
         let remote = Arc::new(Remote {
             client: client.clone(),
+            subjects: subjects.clone(),
             router,
             node,
             metrics: metrics.clone(),
         });
         // Subscriptions made before the connection exists are sent once it does, and again
         // after every reconnect (async-nats replays them).
-        let presence_sub = client.subscribe(presence_subject()).await?;
+        let presence_sub = client.subscribe(subjects.presence()).await?;
         let replies_sub = client.subscribe(replies.wildcard()).await?;
         // Before the first announcement on the same connection: a peer that knows this node
         // can count on its answer to a broadcast.
-        let broadcast_sub = client.subscribe(broadcast_subject()).await?;
+        let broadcast_sub = client.subscribe(subjects.broadcast()).await?;
         let tasks = vec![
             tokio::spawn(follow_events(
                 events,
@@ -192,6 +195,7 @@ impl Cluster {
         Ok(Self {
             node,
             client,
+            subjects,
             presence,
             replies,
             reply_timeout: config.cluster_reply_timeout,
@@ -237,7 +241,7 @@ impl Cluster {
             .then(|| envelope::encode_push(self.node, &user, &event, &frame));
         let local = router.begin_push(user, event, frame, accepted_at)?;
         let remote = self.gather(
-            push_subject(bucket),
+            self.subjects.push(bucket),
             || self.presence.expected(bucket),
             envelope,
         );
@@ -261,7 +265,7 @@ impl Cluster {
             .is_connected()
             .then(|| envelope::encode_broadcast(self.node, event, &frame));
         let local = router.broadcast(event, frame, accepted_at);
-        let remote = self.gather(broadcast_subject(), || self.presence.live(), envelope);
+        let remote = self.gather(self.subjects.broadcast(), || self.presence.live(), envelope);
         let (local, remote) = tokio::join!(local, remote);
         Ok(self.total(local?, remote))
     }
@@ -284,7 +288,7 @@ impl Cluster {
             .then(|| envelope::encode_disconnect(self.node, &user, event.as_deref()));
         let local = router.disconnect(user, event, close_frame);
         let remote = self.gather(
-            push_subject(bucket),
+            self.subjects.push(bucket),
             || self.presence.expected(bucket),
             envelope,
         );

@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::bucket::{presence_subject, BITMAP_WORDS};
+use super::bucket::BITMAP_WORDS;
 use super::envelope::{self, Presence as Announcement};
 use crate::metrics::Metrics;
 
@@ -36,6 +36,8 @@ struct Peer {
 /// This node's bucket bitmap and what it heard from the others.
 pub struct Presence {
     node: u64,
+    /// The cluster's presence subject.
+    subject: String,
     local: Box<[AtomicU64]>,
     peers: Mutex<AHashMap<u64, Peer>>,
     /// Ask the others to announce themselves at the next announcement.
@@ -43,9 +45,10 @@ pub struct Presence {
 }
 
 impl Presence {
-    pub fn new(node: u64) -> Self {
+    pub fn new(node: u64, subject: String) -> Self {
         Self {
             node,
+            subject,
             local: (0..BITMAP_WORDS).map(|_| AtomicU64::new(0)).collect(),
             peers: Mutex::new(AHashMap::new()),
             hello: AtomicBool::new(true),
@@ -135,7 +138,7 @@ impl Presence {
     pub async fn leave(&self, client: &async_nats::Client) {
         let payload = envelope::encode_presence(&self.announcement(true));
         if client.connection_state() == State::Connected {
-            let _ = client.publish(presence_subject(), payload).await;
+            let _ = client.publish(self.subject.clone(), payload).await;
             let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
         }
     }
@@ -171,7 +174,7 @@ pub async fn run(
         // Never queue behind a lost connection: the next heartbeat after it returns speaks.
         if speak && client.connection_state() == State::Connected {
             let payload = envelope::encode_presence(&presence.announcement(false));
-            if let Err(error) = client.publish(presence_subject(), payload).await {
+            if let Err(error) = client.publish(presence.subject.clone(), payload).await {
                 tracing::debug!(%error, "presence not published");
             }
         }
@@ -184,7 +187,7 @@ mod tests {
 
     #[test]
     fn a_push_waits_for_the_live_peers_holding_its_bucket() {
-        let presence = Presence::new(1);
+        let presence = Presence::new(1, "pushgate.presence".to_owned());
         let mut buckets = [0u64; BITMAP_WORDS];
         buckets[0] = 1 << 5;
         let heard = |node, leaving| Announcement {

@@ -14,7 +14,7 @@ use std::time::Instant;
 use async_nats::connection::State;
 use futures_util::StreamExt;
 
-use super::bucket::push_subject;
+use super::bucket::Subjects;
 use super::envelope::{self, Bucketed, Reply};
 use super::interest::Subscription;
 use crate::metrics::Metrics;
@@ -28,6 +28,7 @@ pub const DISCONNECTED_REASON: &str = "disconnected by server";
 /// What serving other nodes' pushes needs.
 pub struct Remote {
     pub(super) client: async_nats::Client,
+    pub(super) subjects: Subjects,
     pub(super) router: Router,
     pub(super) node: u64,
     pub(super) metrics: Arc<Metrics>,
@@ -43,7 +44,7 @@ impl Remote {
         self: &Arc<Self>,
         bucket: usize,
     ) -> Result<Subscription, async_nats::SubscribeError> {
-        let subscriber = self.client.subscribe(push_subject(bucket)).await?;
+        let subscriber = self.client.subscribe(self.subjects.push(bucket)).await?;
         Ok(Subscription(tokio::spawn(self.clone().serve(subscriber))))
     }
 

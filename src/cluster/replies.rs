@@ -14,7 +14,6 @@ use ahash::AHashMap;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use super::bucket::reply_prefix;
 use super::envelope::{self, Reply};
 use crate::metrics::Metrics;
 
@@ -40,9 +39,10 @@ impl Drop for Waiter<'_> {
 }
 
 impl Replies {
-    pub fn new(node: u64) -> Self {
+    /// `prefix`: [`super::bucket::Subjects::reply_prefix`] of this node.
+    pub fn new(prefix: String) -> Self {
         Self {
-            prefix: reply_prefix(node),
+            prefix,
             next_id: AtomicU64::new(1),
             pending: Mutex::new(AHashMap::new()),
         }
@@ -102,10 +102,11 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::bucket::Subjects;
 
     #[test]
     fn replies_reach_their_push_until_it_stops_waiting() {
-        let replies = Replies::new(1);
+        let replies = Replies::new(Subjects::new("pushgate").reply_prefix(1));
         let mut waiter = replies.open();
         let reply = Reply {
             node: 2,
