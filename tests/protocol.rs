@@ -157,6 +157,49 @@ async fn plain_get_on_the_websocket_path_is_400_and_other_methods_405() {
 }
 
 #[tokio::test]
+async fn handshakes_outside_rfc_6455_are_400_and_name_the_version_spoken() {
+    let gw = Gateway::start().await;
+    let mut http = gw.public_http().await;
+    let nonce = "dGhlIHNhbXBsZSBub25jZQ==";
+    for (version, key) in [
+        (Some("8"), Some(nonce)),
+        (None, Some(nonce)),
+        (Some("13"), None),
+        (Some("13"), Some("abc")),
+        // 16 bytes must be what the key decodes to, not 15 or 17.
+        (Some("13"), Some("dGhlIHNhbXBsZSBub25j")),
+        (Some("13"), Some("dGhlIHNhbXBsZSBub25jZSEh")),
+    ] {
+        let mut headers = vec![("connection", "Upgrade"), ("upgrade", "websocket")];
+        headers.extend(version.map(|v| ("sec-websocket-version", v)));
+        headers.extend(key.map(|k| ("sec-websocket-key", k)));
+        let (status, response_headers, _) = http.request_full("GET", "/ws", &headers, "").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{version:?} {key:?}");
+        assert_eq!(
+            response_headers["sec-websocket-version"], "13",
+            "{version:?} {key:?}"
+        );
+    }
+    // What browsers send is accepted, Firefox's "Connection: keep-alive, Upgrade" included.
+    for (connection, version) in [("keep-alive, Upgrade", "13"), ("upgrade", "13")] {
+        let mut raw = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let request = format!(
+            "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: {connection}\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: {version}\r\nSec-WebSocket-Key: {nonce}\r\n\r\n"
+        );
+        tokio::io::AsyncWriteExt::write_all(&mut raw, request.as_bytes())
+            .await
+            .unwrap();
+        let mut head = [0u8; 12];
+        tokio::io::AsyncReadExt::read_exact(&mut raw, &mut head)
+            .await
+            .unwrap();
+        assert_eq!(&head, b"HTTP/1.1 101", "{connection:?} {version:?}");
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn invalid_register_frames_leave_the_connection_open_and_unbound() {
     let gw = Gateway::start().await;
     let mut client = gw.connect().await;

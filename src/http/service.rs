@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE, ORIGIN, RETRY_AFTER};
+use hyper::header::{HeaderValue, CONTENT_TYPE, ORIGIN, RETRY_AFTER, SEC_WEBSOCKET_VERSION};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -128,7 +128,12 @@ fn origin_allowed(request: &Request<Incoming>, allowed: &[String]) -> bool {
 /// Answers the handshake and hands the upgraded socket to a connection session.
 fn upgrade(mut request: Request<Incoming>, ctx: RequestContext) -> Response<Body> {
     if let Err(refusal) = handshake::check(&request) {
-        return text(refusal.status(), format!("{refusal}\n"));
+        let mut response = text(refusal.status(), format!("{refusal}\n"));
+        response.headers_mut().insert(
+            SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static(handshake::VERSION),
+        );
+        return response;
     }
     let shared = &ctx.shared;
     if !origin_allowed(&request, &shared.config.allowed_origins) {

@@ -1,7 +1,14 @@
 //! Checks an HTTP request before it is upgraded, with the statuses the old server (gorilla)
-//! gave: 405 for a method other than GET, 400 for anything that is not a WebSocket handshake.
+//! gave: 405 for a method other than GET, 400 for anything that is not a valid RFC 6455
+//! handshake, every refusal naming the protocol version spoken (`Sec-WebSocket-Version: 13`).
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 use hyper::{Method, Request, StatusCode};
+
+/// The only WebSocket protocol version there is (RFC 6455), sent back with every refusal so
+/// that a client speaking another one learns which (RFC 6455 section 4.4).
+pub const VERSION: &str = "13";
 
 /// Why a request to the WebSocket path is not upgraded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -10,15 +17,17 @@ pub enum HandshakeRefusal {
     NotGet,
     #[error("not a websocket handshake")]
     NotUpgrade,
-    #[error("missing or unsupported Sec-WebSocket-Key / Sec-WebSocket-Version")]
-    BadHandshake,
+    #[error("Sec-WebSocket-Key must be the base64 encoding of 16 bytes")]
+    BadKey,
+    #[error("unsupported Sec-WebSocket-Version: this server speaks 13")]
+    UnsupportedVersion,
 }
 
 impl HandshakeRefusal {
     pub fn status(self) -> StatusCode {
         match self {
             Self::NotGet => StatusCode::METHOD_NOT_ALLOWED,
-            Self::NotUpgrade | Self::BadHandshake => StatusCode::BAD_REQUEST,
+            Self::NotUpgrade | Self::BadKey | Self::UnsupportedVersion => StatusCode::BAD_REQUEST,
         }
     }
 }
@@ -32,14 +41,21 @@ pub fn check<B>(request: &Request<B>) -> Result<(), HandshakeRefusal> {
         return Err(HandshakeRefusal::NotUpgrade);
     }
     let headers = request.headers();
-    let key_ok = headers
-        .get("sec-websocket-key")
-        .is_some_and(|key| !key.as_bytes().is_empty());
+    // RFC 6455 section 4.1: a client sends exactly 13 (fastwebsockets insists too).
     let version_ok = headers
         .get("sec-websocket-version")
-        .is_some_and(|v| v.as_bytes() == b"13");
-    if !key_ok || !version_ok {
-        return Err(HandshakeRefusal::BadHandshake);
+        .is_some_and(|value| value.as_bytes().trim_ascii() == VERSION.as_bytes());
+    if !version_ok {
+        return Err(HandshakeRefusal::UnsupportedVersion);
+    }
+    // RFC 6455 section 4.2.1: the key is a base64-encoded 16-byte nonce.
+    let key_ok = headers.get("sec-websocket-key").is_some_and(|key| {
+        STANDARD
+            .decode(key.as_bytes().trim_ascii())
+            .is_ok_and(|nonce| nonce.len() == 16)
+    });
+    if !key_ok {
+        return Err(HandshakeRefusal::BadKey);
     }
     Ok(())
 }
