@@ -11,6 +11,8 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -36,27 +38,6 @@ pub fn next_rand(state: &mut u64) -> u64 {
     x ^= x >> 27;
     *state = x;
     x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-}
-
-fn base64(input: &[u8]) -> String {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(TABLE[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// Encode one masked client frame (FIN set).
@@ -107,7 +88,7 @@ pub async fn open(
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUpgrade: websocket\r\n\
          Connection: Upgrade\r\nSec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        base64(&key)
+        STANDARD.encode(key)
     );
     stream.write_all(req.as_bytes()).await?;
 
@@ -291,16 +272,6 @@ pub async fn read_loop(conn: WsConn, idx: usize, shared: Arc<Shared>) -> End {
 mod tests {
     use super::*;
 
-    #[test]
-    fn base64_matches_rfc4648() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
-        assert_eq!(base64(&[0u8; 16]).len(), 24);
-    }
-
     /// Read one masked client frame; returns (opcode, unmasked payload).
     async fn read_client_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
         let mut h = [0u8; 2];
@@ -342,7 +313,12 @@ mod tests {
             }
             let req = String::from_utf8(req).unwrap();
             assert!(req.starts_with("GET /ws HTTP/1.1\r\n"));
-            assert!(req.contains("Sec-WebSocket-Key: "));
+            // RFC 6455 4.1: the key is a random 16-byte nonce, base64-encoded.
+            let key = req
+                .split("\r\n")
+                .find_map(|line| line.strip_prefix("Sec-WebSocket-Key: "))
+                .expect("a Sec-WebSocket-Key header");
+            assert_eq!(STANDARD.decode(key).unwrap().len(), 16, "{key}");
             // 101 and a ping in the same segment.
             let mut out =
                 b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n".to_vec();
