@@ -419,13 +419,7 @@ async fn a_push_nats_cannot_carry_is_refused_with_413_before_any_node_delivers_i
     // Below --max-push-body (1 MiB): NATS itself would refuse the larger messages.
     let nats = NatsServer::start_with_config("max_payload: 4096\n").await;
     let (a, b) = (node(&nats).await, node(&nats).await);
-    let mut on_a = a.client("heidi", "alarm").await;
-    let mut on_b = b.client("heidi", "alarm").await;
-    let mut into_b = b.pusher().await;
-    let probe = push_until_count(&mut into_b, "heidi", "alarm", "probe", 2, SETTLE).await;
-    for ws in [&mut on_a, &mut on_b] {
-        skip_until(ws, &probe).await;
-    }
+    let (mut on_a, mut on_b, mut into_b) = joined_pair(&a, &b, "heidi").await;
     let big = "x".repeat(5_000);
 
     // v1: the old server's 413 body; not delivered on B either.
@@ -523,14 +517,21 @@ async fn assert_two_nodes_join(a_args: &[&str], b_args: &[&str]) {
         }
     };
     let (a, b) = (start(a_args).await, start(b_args).await);
-    let mut on_a = a.client("ivan", "alarm").await;
-    let mut on_b = b.client("ivan", "alarm").await;
+    joined_pair(&a, &b, "ivan").await;
+    assert_eq!(readyz(&a).await.1, "ready\ncluster: connected\n");
+}
+
+/// A connection of `user` (event `alarm`) on each of `a` and `b` and a pusher into `b`,
+/// once a push into `b` reaches both: the nodes have found each other through NATS.
+async fn joined_pair(a: &GatewayProcess, b: &GatewayProcess, user: &str) -> (Ws, Ws, Pusher) {
+    let mut on_a = a.client(user, "alarm").await;
+    let mut on_b = b.client(user, "alarm").await;
     let mut into_b = b.pusher().await;
-    let probe = push_until_count(&mut into_b, "ivan", "alarm", "probe", 2, SETTLE).await;
+    let probe = push_until_count(&mut into_b, user, "alarm", "probe", 2, SETTLE).await;
     for ws in [&mut on_a, &mut on_b] {
         skip_until(ws, &probe).await;
     }
-    assert_eq!(readyz(&a).await.1, "ready\ncluster: connected\n");
+    (on_a, on_b, into_b)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -573,91 +574,22 @@ fn certificates() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
     std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    let sign = |name: &str| {
+        format!(
+            "x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+             -out {name}.pem -days 1 -extfile {name}.ext"
+        )
+    };
+    let steps = [
+        format!("req -x509 {ec} -keyout ca.key -out ca.pem -days 1 -subj /CN=pushgate-test-ca"),
+        format!("req {ec} -keyout server.key -out server.csr -subj /CN=127.0.0.1"),
+        sign("server"),
+        format!("req {ec} -keyout client.key -out client.csr -subj /CN=pushgate-node"),
+        sign("client"),
     ];
-    let steps: Vec<Vec<&str>> = vec![
-        [
-            &["req", "-x509"][..],
-            &ec,
-            &[
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=pushgate test CA",
-            ],
-        ]
-        .concat(),
-        [
-            &["req"][..],
-            &ec,
-            &[
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-                "-subj",
-                "/CN=127.0.0.1",
-            ],
-        ]
-        .concat(),
-        vec![
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "1",
-            "-extfile",
-            "server.ext",
-        ],
-        [
-            &["req"][..],
-            &ec,
-            &[
-                "-keyout",
-                "client.key",
-                "-out",
-                "client.csr",
-                "-subj",
-                "/CN=pushgate node",
-            ],
-        ]
-        .concat(),
-        vec![
-            "x509",
-            "-req",
-            "-in",
-            "client.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "client.pem",
-            "-days",
-            "1",
-            "-extfile",
-            "client.ext",
-        ],
-    ];
-    for args in steps {
+    for step in &steps {
+        let args: Vec<&str> = step.split_whitespace().collect();
         let output = std::process::Command::new("openssl")
             .args(&args)
             .current_dir(&dir)
