@@ -92,6 +92,29 @@ impl Shared {
         }
     }
 
+    /// Delivers one frame to several users (deduplicated by the caller): their shards take it
+    /// all or none, and in cluster mode every other node holding any of them gets it too.
+    pub async fn deliver_many(
+        &self,
+        users: Vec<String>,
+        event: &str,
+        frame: Bytes,
+        accepted_at: Instant,
+    ) -> Result<Delivery, PushRefused> {
+        match &self.cluster {
+            Some(cluster) => {
+                cluster
+                    .deliver_many(&self.router, users, event, frame, accepted_at)
+                    .await
+            }
+            None => Ok(Delivery::local_only(
+                self.router
+                    .begin_push_many(users, event, &frame, accepted_at)?
+                    .await?,
+            )),
+        }
+    }
+
     /// Refuses, before anything is delivered, a push of `frame` to `users` that the cluster
     /// could not carry to every node (always `Ok` on a single node).
     pub fn check_push(

@@ -249,6 +249,46 @@ impl Cluster {
         Ok(self.total(local?, remote))
     }
 
+    /// Delivers one frame to several users: through their local shards, all of them or none
+    /// ([`Router::begin_push_many`]), and through every other node holding any of their
+    /// buckets (one message per user, on that user's bucket). Refused before anything is
+    /// delivered when NATS could not carry it for the longest userID, or when a local shard
+    /// refuses; then nothing is published either.
+    pub async fn deliver_many(
+        &self,
+        router: &Router,
+        users: Vec<String>,
+        event: &str,
+        frame: Bytes,
+        accepted_at: Instant,
+    ) -> Result<Delivery, PushRefused> {
+        if let Some(longest) = users.iter().max_by_key(|user| user.len()) {
+            self.check_push(longest, event, frame.len())?;
+        }
+        let connected = self.is_connected();
+        let remotes: Vec<_> = users
+            .iter()
+            .map(|user| {
+                let bucket = bucket(user);
+                let envelope =
+                    connected.then(|| envelope::encode_push(self.node, user, event, &frame));
+                self.gather(
+                    self.subjects.push(bucket),
+                    move || self.presence.expected(bucket),
+                    envelope,
+                )
+            })
+            .collect();
+        let local = router.begin_push_many(users, event, &frame, accepted_at)?;
+        let (local, remotes) = tokio::join!(local, futures_util::future::join_all(remotes));
+        let remote = remotes
+            .into_iter()
+            .fold(Delivery::remote(0, false), |sum, one| {
+                Delivery::remote(sum.sent + one.sent, sum.partial || one.partial)
+            });
+        Ok(self.total(local?, remote))
+    }
+
     /// Queues a broadcast frame to every connection registered for `event`, on this node
     /// and on every live peer (each forwards the frame verbatim). Every live peer answers,
     /// whatever buckets it holds. The local shards and the peers work at the same time: a

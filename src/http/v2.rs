@@ -346,8 +346,8 @@ fn counted_json(key: &str, count: usize, partial: bool) -> Value {
     Value::Object(body)
 }
 
-/// Delivers one frame to several users at once (each user's shard, and in cluster mode
-/// the other nodes, work in parallel) and adds up the counts.
+/// Delivers one frame to several users at once, all of their shards or none (in cluster
+/// mode the other nodes at the same time), and adds up the counts.
 pub(super) async fn deliver(
     ctx: &RequestContext,
     users: Vec<String>,
@@ -355,25 +355,15 @@ pub(super) async fn deliver(
     frame: &Bytes,
 ) -> Result<Counted, ApiError> {
     let shared = &ctx.shared;
-    // Every user or none: a frame the cluster cannot carry is refused before the first.
-    shared.check_push(&users, event, frame)?;
-    let accepted_at = Instant::now();
-    let deliveries = futures_util::future::join_all(
-        users
-            .into_iter()
-            .map(|user| shared.deliver(user, event.to_owned(), frame.clone(), accepted_at)),
-    )
-    .await;
-    let mut counted = Counted::default();
-    let mut local = 0;
-    for delivery in deliveries {
-        let delivery = delivery?;
-        counted.sent += delivery.sent;
-        counted.partial |= delivery.partial;
-        local += delivery.local;
-    }
-    shared.metrics.deliveries.increment(local as u64);
-    Ok(counted)
+    // Every user or none, for a frame the cluster cannot carry as for a saturated shard.
+    let delivery = shared
+        .deliver_many(users, event, frame.clone(), Instant::now())
+        .await?;
+    shared.metrics.deliveries.increment(delivery.local as u64);
+    Ok(Counted {
+        sent: delivery.sent,
+        partial: delivery.partial,
+    })
 }
 
 /// Up to `--max-batch` pushes, one result each. Every item is handed to its shards (and

@@ -35,6 +35,15 @@ pub enum Command {
         accepted_at: Instant,
         reply: oneshot::Sender<usize>,
     },
+    /// [`Command::Push`] for several users of this shard at once: a push to several users
+    /// takes one slot in each of their shards' channels, all of them or none.
+    PushMany {
+        users: Vec<String>,
+        event: String,
+        frame: Bytes,
+        accepted_at: Instant,
+        reply: oneshot::Sender<usize>,
+    },
     /// Queue `frame` to every connection of this shard registered for `event`.
     Broadcast {
         event: String,

@@ -160,6 +160,58 @@ impl Router {
             })?;
         Ok(async move { answer.await.map_err(|_| PushRefused::ShuttingDown) })
     }
+
+    /// Hands a push to several users to their shards, all of them or none: room is taken in
+    /// every shard's channel first (one [`Command::PushMany`] per shard), so a saturated
+    /// shard refuses the whole push before any user's frame is queued, and a retry after
+    /// 503 cannot deliver twice. Resolves to the connections reached, summed.
+    pub fn begin_push_many(
+        &self,
+        users: Vec<String>,
+        event: &str,
+        frame: &Bytes,
+        accepted_at: Instant,
+    ) -> Result<impl std::future::Future<Output = Result<usize, PushRefused>>, PushRefused> {
+        let mut per_shard: Vec<(usize, Vec<String>)> = Vec::new();
+        for user in users {
+            let shard = self.shard_of(&user);
+            match per_shard.iter_mut().find(|(s, _)| *s == shard) {
+                Some((_, users)) => users.push(user),
+                None => per_shard.push((shard, vec![user])),
+            }
+        }
+        let permits = per_shard
+            .iter()
+            .map(|(shard, _)| {
+                self.shards[*shard].try_reserve().map_err(|e| match e {
+                    mpsc::error::TrySendError::Full(()) => PushRefused::Overloaded,
+                    mpsc::error::TrySendError::Closed(()) => PushRefused::ShuttingDown,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let answers: Vec<_> = permits
+            .into_iter()
+            .zip(per_shard)
+            .map(|(permit, (_, users))| {
+                let (reply, answer) = oneshot::channel();
+                permit.send(Command::PushMany {
+                    users,
+                    event: event.to_owned(),
+                    frame: frame.clone(),
+                    accepted_at,
+                    reply,
+                });
+                answer
+            })
+            .collect();
+        Ok(async move {
+            let mut sent = 0;
+            for answer in answers {
+                sent += answer.await.map_err(|_| PushRefused::ShuttingDown)?;
+            }
+            Ok(sent)
+        })
+    }
 }
 
 #[cfg(test)]
@@ -204,6 +256,56 @@ mod tests {
         assert_eq!(first.await.unwrap(), Ok(3));
         drop(rx);
         assert_eq!(second.await.unwrap(), Err(PushRefused::ShuttingDown));
+    }
+
+    #[tokio::test]
+    async fn a_push_to_several_users_is_handed_to_all_their_shards_or_to_none() {
+        let (channels, mut receivers): (Vec<_>, Vec<_>) = (0..2).map(|_| mpsc::channel(1)).unzip();
+        let router = Router::new(channels);
+        let on = |shard: usize| {
+            (0..)
+                .map(|i| format!("user-{i}"))
+                .find(|user| router.shard_of(user) == shard)
+                .unwrap()
+        };
+        let (on_0, on_1, also_on_1) = (on(0), on(1), {
+            let first = on(1);
+            (0..)
+                .map(|i| format!("other-{i}"))
+                .find(|user| router.shard_of(user) == 1 && *user != first)
+                .unwrap()
+        });
+        // Shard 1's only slot is taken: the whole push is refused, shard 0 gets nothing.
+        let _first = router
+            .begin_push_many(vec![on_1.clone()], "e", &Bytes::new(), Instant::now())
+            .unwrap();
+        let users = vec![on_0.clone(), on_1.clone(), also_on_1.clone()];
+        assert_eq!(
+            router
+                .begin_push_many(users.clone(), "e", &Bytes::new(), Instant::now())
+                .err(),
+            Some(PushRefused::Overloaded)
+        );
+        assert!(
+            receivers[0].is_empty(),
+            "shard 0 got a push that was refused"
+        );
+        // Once shard 1 has room: one command per shard, the users of each together.
+        let Some(Command::PushMany { reply, .. }) = receivers[1].recv().await else {
+            panic!("expected the first push");
+        };
+        drop(reply);
+        let count = router
+            .begin_push_many(users, "e", &Bytes::new(), Instant::now())
+            .unwrap();
+        for (shard, expected) in [(0, vec![on_0]), (1, vec![on_1, also_on_1])] {
+            let Some(Command::PushMany { users, reply, .. }) = receivers[shard].recv().await else {
+                panic!("expected a push on shard {shard}");
+            };
+            assert_eq!(users, expected);
+            reply.send(users.len()).unwrap();
+        }
+        assert_eq!(count.await, Ok(3));
     }
 
     #[test]

@@ -148,6 +148,19 @@ impl ShardState {
                 // The pusher may have gone (request cancelled): the frames are queued anyway.
                 let _ = reply.send(sent);
             }
+            Command::PushMany {
+                users,
+                event,
+                frame,
+                accepted_at,
+                reply,
+            } => {
+                let sent = users
+                    .iter()
+                    .map(|user| self.push(user, &event, &frame, accepted_at))
+                    .sum();
+                let _ = reply.send(sent);
+            }
             Command::Broadcast {
                 event,
                 frame,
