@@ -27,7 +27,7 @@ use crate::cluster::{Cluster, ClusterError, Delivery};
 use crate::config::{Config, ConfigError};
 use crate::http::service::{self, ListenerRole, RequestContext};
 use crate::metrics::{Metrics, RefusalReason, UPKEEP_INTERVAL};
-use crate::shard::{self, PushRefused, Router, UserHook};
+use crate::shard::{self, MultiPush, PushRefused, Router, UserHook};
 use crate::ws::frame;
 
 /// The two sockets the gateway serves: the public one (WebSockets, health) and the internal
@@ -92,43 +92,23 @@ impl Shared {
         }
     }
 
-    /// Delivers one frame to several users (deduplicated by the caller): their shards take it
-    /// all or none, and in cluster mode every other node holding any of them gets it too.
+    /// Delivers one request's pushes to several users (each push's users deduplicated by the
+    /// caller): their shards take them all or none, and in cluster mode every other node
+    /// holding any of them gets them too.
     pub async fn deliver_many(
         &self,
-        users: Vec<String>,
-        event: &str,
-        frame: Bytes,
+        pushes: Vec<MultiPush>,
         accepted_at: Instant,
     ) -> Result<Delivery, PushRefused> {
         match &self.cluster {
             Some(cluster) => {
                 cluster
-                    .deliver_many(&self.router, users, event, frame, accepted_at)
+                    .deliver_many(&self.router, pushes, accepted_at)
                     .await
             }
             None => Ok(Delivery::local_only(
-                self.router
-                    .begin_push_many(users, event, &frame, accepted_at)?
-                    .await?,
+                self.router.begin_push_many(pushes, accepted_at)?.await?,
             )),
-        }
-    }
-
-    /// Refuses, before anything is delivered, a push of `frame` to `users` that the cluster
-    /// could not carry to every node (always `Ok` on a single node).
-    pub fn check_push(
-        &self,
-        users: &[String],
-        event: &str,
-        frame: &Bytes,
-    ) -> Result<(), PushRefused> {
-        let Some(cluster) = &self.cluster else {
-            return Ok(());
-        };
-        match users.iter().max_by_key(|user| user.len()) {
-            Some(longest) => cluster.check_push(longest, event, frame.len()),
-            None => Ok(()),
         }
     }
 

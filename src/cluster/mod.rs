@@ -46,7 +46,7 @@ use self::remote::Remote;
 use self::replies::Replies;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::shard::{PushRefused, Router};
+use crate::shard::{MultiPush, PushRefused, Router};
 
 /// Why cluster mode could not start.
 #[derive(Debug, thiserror::Error)]
@@ -249,29 +249,30 @@ impl Cluster {
         Ok(self.total(local?, remote))
     }
 
-    /// Delivers one frame to several users: through their local shards, all of them or none
-    /// ([`Router::begin_push_many`]), and through every other node holding any of their
-    /// buckets (one message per user, on that user's bucket). Refused before anything is
-    /// delivered when NATS could not carry it for the longest userID, or when a local shard
-    /// refuses; then nothing is published either.
+    /// Delivers pushes to several users (one request's): through their local shards, all of
+    /// them or none ([`Router::begin_push_many`]), and through every other node holding any
+    /// of their buckets (one message per user and push, on that user's bucket). Refused
+    /// before anything is delivered or published when NATS could not carry one of them, or
+    /// when a local shard refuses.
     pub async fn deliver_many(
         &self,
         router: &Router,
-        users: Vec<String>,
-        event: &str,
-        frame: Bytes,
+        pushes: Vec<MultiPush>,
         accepted_at: Instant,
     ) -> Result<Delivery, PushRefused> {
-        if let Some(longest) = users.iter().max_by_key(|user| user.len()) {
-            self.check_push(longest, event, frame.len())?;
+        for push in &pushes {
+            if let Some(longest) = push.users.iter().max_by_key(|user| user.len()) {
+                self.fits(envelope::push_len(longest, &push.event, push.frame.len()))?;
+            }
         }
         let connected = self.is_connected();
-        let remotes: Vec<_> = users
+        let remotes: Vec<_> = pushes
             .iter()
-            .map(|user| {
+            .flat_map(|push| push.users.iter().map(move |user| (push, user)))
+            .map(|(push, user)| {
                 let bucket = bucket(user);
-                let envelope =
-                    connected.then(|| envelope::encode_push(self.node, user, event, &frame));
+                let envelope = connected
+                    .then(|| envelope::encode_push(self.node, user, &push.event, &push.frame));
                 self.gather(
                     self.subjects.push(bucket),
                     move || self.presence.expected(bucket),
@@ -279,7 +280,7 @@ impl Cluster {
                 )
             })
             .collect();
-        let local = router.begin_push_many(users, event, &frame, accepted_at)?;
+        let local = router.begin_push_many(pushes, accepted_at)?;
         let (local, remotes) = tokio::join!(local, futures_util::future::join_all(remotes));
         let remote = remotes
             .into_iter()
@@ -334,13 +335,6 @@ impl Cluster {
         );
         let (local, remote) = tokio::join!(local, remote);
         Ok(self.total(local?, remote))
-    }
-
-    /// Refuses a push to `user` that NATS could not carry to the other nodes (see
-    /// [`PushRefused::TooLargeForCluster`]); checked by callers that deliver one frame to
-    /// several users before they deliver to any.
-    pub fn check_push(&self, user: &str, event: &str, frame_len: usize) -> Result<(), PushRefused> {
-        self.fits(envelope::push_len(user, event, frame_len))
     }
 
     /// Compares an envelope with the NATS server's `max_payload`: the last one it announced,

@@ -12,7 +12,8 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::service::RequestContext;
-use super::v2::{deliver, parse, ApiError};
+use super::v2::{deliver, parse, ApiError, Counted};
+use crate::shard::MultiPush;
 use crate::ws::frame;
 
 #[derive(Debug, Deserialize)]
@@ -79,20 +80,16 @@ pub async fn handle(ctx: &RequestContext, body: &[u8]) -> Result<Value, ApiError
             skipped += 1;
             continue;
         }
-        let users: Vec<String> = users.into_iter().collect();
-        let frame = frame::text(text);
-        // All alerts or none: one the cluster cannot carry is refused before the first is
-        // delivered, so that a retried webhook does not deliver the others twice.
-        ctx.shared.check_push(&users, event, &frame)?;
-        pushes.push((users, event.to_owned(), frame));
+        pushes.push(MultiPush {
+            users: users.into_iter().collect(),
+            event: event.to_owned(),
+            frame: frame::text(text),
+        });
     }
-    let (mut sent, mut partial) = (0, false);
+    // All alerts or none: a webhook refused (413 too large for the cluster, 503 a saturated
+    // shard) delivered nothing, so Alertmanager's retry cannot deliver an alert twice.
     let pushed = pushes.len();
-    for (users, event, frame) in pushes {
-        let counted = deliver(ctx, users, &event, &frame).await?;
-        sent += counted.sent;
-        partial |= counted.partial;
-    }
+    let Counted { sent, partial } = deliver(ctx, pushes).await?;
     let mut reply = json!({
         "alerts": webhook.alerts.len(),
         "pushed": pushed,

@@ -24,7 +24,7 @@ use super::service::RequestContext;
 use crate::cluster::remote::DISCONNECTED_REASON;
 use crate::config::Config;
 use crate::metrics::PushResult;
-use crate::shard::PushRefused;
+use crate::shard::{MultiPush, PushRefused};
 use crate::ws::close::CloseCode;
 use crate::ws::frame;
 
@@ -320,7 +320,15 @@ fn prepare(push: PushBody<'_>) -> Result<Prepared, ApiError> {
 /// Validates one push and queues its frame to every user it names.
 async fn push_one(ctx: &RequestContext, push: PushBody<'_>) -> Result<Counted, ApiError> {
     let prepared = prepare(push)?;
-    deliver(ctx, prepared.users, &prepared.event, &prepared.frame).await
+    deliver(
+        ctx,
+        vec![MultiPush {
+            users: prepared.users,
+            event: prepared.event,
+            frame: prepared.frame,
+        }],
+    )
+    .await
 }
 
 /// Connections reached, and whether some node of the cluster did not answer in time.
@@ -346,19 +354,14 @@ fn counted_json(key: &str, count: usize, partial: bool) -> Value {
     Value::Object(body)
 }
 
-/// Delivers one frame to several users at once, all of their shards or none (in cluster
-/// mode the other nodes at the same time), and adds up the counts.
+/// Delivers one request's pushes, each one frame to several users, all or none on this
+/// node (in cluster mode the other nodes at the same time), and adds up the counts.
 pub(super) async fn deliver(
     ctx: &RequestContext,
-    users: Vec<String>,
-    event: &str,
-    frame: &Bytes,
+    pushes: Vec<MultiPush>,
 ) -> Result<Counted, ApiError> {
     let shared = &ctx.shared;
-    // Every user or none, for a frame the cluster cannot carry as for a saturated shard.
-    let delivery = shared
-        .deliver_many(users, event, frame.clone(), Instant::now())
-        .await?;
+    let delivery = shared.deliver_many(pushes, Instant::now()).await?;
     shared.metrics.deliveries.increment(delivery.local as u64);
     Ok(Counted {
         sent: delivery.sent,

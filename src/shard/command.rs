@@ -15,6 +15,14 @@ pub struct ConnHandle {
     pub outbox: Arc<Outbox>,
 }
 
+/// One frame for several users (on their shards, the part of them each shard owns).
+#[derive(Debug, Clone)]
+pub struct MultiPush {
+    pub users: Vec<String>,
+    pub event: String,
+    pub frame: Bytes,
+}
+
 /// A message to the shard that owns `user`.
 #[derive(Debug)]
 pub enum Command {
@@ -35,12 +43,11 @@ pub enum Command {
         accepted_at: Instant,
         reply: oneshot::Sender<usize>,
     },
-    /// [`Command::Push`] for several users of this shard at once: a push to several users
-    /// takes one slot in each of their shards' channels, all of them or none.
+    /// [`Command::Push`] for several users of this shard, and possibly several frames, at
+    /// once, in order: a request pushing to several users (or several alerts) takes one slot
+    /// in each of their shards' channels, all of them or none. Replies with the total.
     PushMany {
-        users: Vec<String>,
-        event: String,
-        frame: Bytes,
+        pushes: Vec<MultiPush>,
         accepted_at: Instant,
         reply: oneshot::Sender<usize>,
     },

@@ -9,6 +9,6 @@ pub mod router;
 pub mod state;
 pub mod task;
 
-pub use command::{Command, ConnHandle};
+pub use command::{Command, ConnHandle, MultiPush};
 pub use router::{PushRefused, Router};
 pub use state::{ShardState, UserHook};

@@ -6,7 +6,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use super::command::{Command, ConnHandle};
+use super::command::{Command, ConnHandle, MultiPush};
 
 /// Why a push was not handed to its shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -161,23 +161,48 @@ impl Router {
         Ok(async move { answer.await.map_err(|_| PushRefused::ShuttingDown) })
     }
 
-    /// Hands a push to several users to their shards, all of them or none: room is taken in
-    /// every shard's channel first (one [`Command::PushMany`] per shard), so a saturated
-    /// shard refuses the whole push before any user's frame is queued, and a retry after
-    /// 503 cannot deliver twice. Resolves to the connections reached, summed.
+    /// Hands pushes to several users (one request's: a v2 push, an Alertmanager webhook's
+    /// alerts) to their shards, all of them or none: room is taken in every involved shard's
+    /// channel first, then each gets one [`Command::PushMany`] with its users' part, in
+    /// order. A saturated shard so refuses the whole request before any frame is queued,
+    /// and a retry after 503 cannot deliver twice. Resolves to the connections reached.
     pub fn begin_push_many(
         &self,
-        users: Vec<String>,
-        event: &str,
-        frame: &Bytes,
+        pushes: Vec<MultiPush>,
         accepted_at: Instant,
     ) -> Result<impl std::future::Future<Output = Result<usize, PushRefused>>, PushRefused> {
-        let mut per_shard: Vec<(usize, Vec<String>)> = Vec::new();
-        for user in users {
-            let shard = self.shard_of(&user);
-            match per_shard.iter_mut().find(|(s, _)| *s == shard) {
-                Some((_, users)) => users.push(user),
-                None => per_shard.push((shard, vec![user])),
+        // Per shard, its part of each push, in the pushes' order.
+        let mut per_shard: Vec<(usize, Vec<MultiPush>)> = Vec::new();
+        let mut add =
+            |shard: usize, part: MultiPush| match per_shard.iter_mut().find(|(s, _)| *s == shard) {
+                Some((_, parts)) => parts.push(part),
+                None => per_shard.push((shard, vec![part])),
+            };
+        for push in pushes {
+            let shards: Vec<usize> = push.users.iter().map(|u| self.shard_of(u)).collect();
+            match shards.first() {
+                None => {}
+                // The common case (one user, or users of one shard): the push as it is.
+                Some(&first) if shards.iter().all(|&s| s == first) => add(first, push),
+                Some(_) => {
+                    let mut parts: Vec<(usize, MultiPush)> = Vec::new();
+                    for (user, shard) in push.users.into_iter().zip(shards) {
+                        match parts.iter_mut().find(|(s, _)| *s == shard) {
+                            Some((_, part)) => part.users.push(user),
+                            None => parts.push((
+                                shard,
+                                MultiPush {
+                                    users: vec![user],
+                                    event: push.event.clone(),
+                                    frame: push.frame.clone(),
+                                },
+                            )),
+                        }
+                    }
+                    for (shard, part) in parts {
+                        add(shard, part);
+                    }
+                }
             }
         }
         let permits = per_shard
@@ -192,12 +217,10 @@ impl Router {
         let answers: Vec<_> = permits
             .into_iter()
             .zip(per_shard)
-            .map(|(permit, (_, users))| {
+            .map(|(permit, (_, pushes))| {
                 let (reply, answer) = oneshot::channel();
                 permit.send(Command::PushMany {
-                    users,
-                    event: event.to_owned(),
-                    frame: frame.clone(),
+                    pushes,
                     accepted_at,
                     reply,
                 });
@@ -276,14 +299,24 @@ mod tests {
                 .unwrap()
         });
         // Shard 1's only slot is taken: the whole push is refused, shard 0 gets nothing.
+        let push = |users: Vec<String>, event: &str| MultiPush {
+            users,
+            event: event.to_owned(),
+            frame: Bytes::new(),
+        };
         let _first = router
-            .begin_push_many(vec![on_1.clone()], "e", &Bytes::new(), Instant::now())
+            .begin_push_many(vec![push(vec![on_1.clone()], "e")], Instant::now())
             .unwrap();
-        let users = vec![on_0.clone(), on_1.clone(), also_on_1.clone()];
+        // Two pushes (say, two alerts of one webhook), the second with users on both shards.
+        let pushes = vec![
+            push(vec![on_1.clone()], "first"),
+            push(
+                vec![on_0.clone(), on_1.clone(), also_on_1.clone()],
+                "second",
+            ),
+        ];
         assert_eq!(
-            router
-                .begin_push_many(users.clone(), "e", &Bytes::new(), Instant::now())
-                .err(),
+            router.begin_push_many(pushes.clone(), Instant::now()).err(),
             Some(PushRefused::Overloaded)
         );
         assert!(
@@ -295,17 +328,30 @@ mod tests {
             panic!("expected the first push");
         };
         drop(reply);
-        let count = router
-            .begin_push_many(users, "e", &Bytes::new(), Instant::now())
-            .unwrap();
-        for (shard, expected) in [(0, vec![on_0]), (1, vec![on_1, also_on_1])] {
-            let Some(Command::PushMany { users, reply, .. }) = receivers[shard].recv().await else {
+        let count = router.begin_push_many(pushes, Instant::now()).unwrap();
+        // Each shard gets its part of each push, in the pushes' order.
+        let expected = [
+            vec![("second", vec![on_0])],
+            vec![
+                ("first", vec![on_1.clone()]),
+                ("second", vec![on_1, also_on_1]),
+            ],
+        ];
+        for (shard, expected) in expected.into_iter().enumerate() {
+            let Some(Command::PushMany { pushes, reply, .. }) = receivers[shard].recv().await
+            else {
                 panic!("expected a push on shard {shard}");
             };
-            assert_eq!(users, expected);
-            reply.send(users.len()).unwrap();
+            let parts: Vec<(&str, Vec<String>)> = pushes
+                .iter()
+                .map(|p| (p.event.as_str(), p.users.clone()))
+                .collect();
+            assert_eq!(parts, expected, "shard {shard}");
+            reply
+                .send(pushes.iter().map(|p| p.users.len()).sum())
+                .unwrap();
         }
-        assert_eq!(count.await, Ok(3));
+        assert_eq!(count.await, Ok(4));
     }
 
     #[test]

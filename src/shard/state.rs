@@ -149,16 +149,16 @@ impl ShardState {
                 let _ = reply.send(sent);
             }
             Command::PushMany {
-                users,
-                event,
-                frame,
+                pushes,
                 accepted_at,
                 reply,
             } => {
-                let sent = users
-                    .iter()
-                    .map(|user| self.push(user, &event, &frame, accepted_at))
-                    .sum();
+                let mut sent = 0;
+                for push in &pushes {
+                    for user in &push.users {
+                        sent += self.push(user, &push.event, &push.frame, accepted_at);
+                    }
+                }
                 let _ = reply.send(sent);
             }
             Command::Broadcast {
