@@ -24,6 +24,24 @@ use crate::config::{Config, ConfigError};
 /// Cached answers kept at most; past it the cache is cleared (a simple, bounded policy).
 const CACHE_CAPACITY: usize = 100_000;
 
+/// Bytes of tokens and userIDs the cache holds at most, also cleared past it: a token may be
+/// as long as a client message (`--max-message-size`, 64 KiB), so the entry count alone would
+/// let clients sending long, refused tokens make the cache hold gigabytes.
+const CACHE_BYTES: usize = 32 << 20;
+
+/// Answers by token, and the bytes their strings hold.
+#[derive(Default)]
+struct Cache {
+    answers: HashMap<String, (Instant, Answer)>,
+    bytes: usize,
+}
+
+/// What an entry counts against [`CACHE_BYTES`]: its strings and a fixed share for the
+/// map's own slot.
+fn entry_bytes(token: &str, answer: &Answer) -> usize {
+    token.len() + answer.as_ref().map_or(0, String::len) + 64
+}
+
 /// Largest backend reply read.
 const MAX_REPLY: usize = 64 * 1024;
 
@@ -36,7 +54,7 @@ pub struct HttpAuthenticator {
     permits: Semaphore,
     positive_ttl: Duration,
     negative_ttl: Duration,
-    cache: Mutex<HashMap<String, (Instant, Answer)>>,
+    cache: Mutex<Cache>,
 }
 
 impl std::fmt::Debug for HttpAuthenticator {
@@ -85,13 +103,14 @@ impl HttpAuthenticator {
             permits: Semaphore::new(config.auth_http_concurrency),
             positive_ttl: config.auth_http_cache_ttl,
             negative_ttl: config.auth_http_negative_ttl,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(Cache::default()),
         })
     }
 
     fn cached(&self, token: &str) -> Option<Answer> {
         let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         cache
+            .answers
             .get(token)
             .filter(|(until, _)| Instant::now() < *until)
             .map(|(_, answer)| answer.clone())
@@ -106,11 +125,19 @@ impl HttpAuthenticator {
         if ttl.is_zero() {
             return;
         }
+        let bytes = entry_bytes(token, answer);
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        if cache.len() >= CACHE_CAPACITY {
-            cache.clear();
+        if cache.answers.len() >= CACHE_CAPACITY || cache.bytes + bytes > CACHE_BYTES {
+            cache.answers.clear();
+            cache.bytes = 0;
         }
-        cache.insert(token.to_owned(), (Instant::now() + ttl, answer.clone()));
+        let replaced = cache
+            .answers
+            .insert(token.to_owned(), (Instant::now() + ttl, answer.clone()));
+        cache.bytes += bytes;
+        if let Some((_, old)) = replaced {
+            cache.bytes -= entry_bytes(token, &old);
+        }
     }
 
     async fn ask(&self, token: &str) -> Result<Answer, AuthError> {
@@ -167,5 +194,57 @@ impl Authenticator for HttpAuthenticator {
             };
             answer.map(Identity::forever).map_err(AuthError::Rejected)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn authenticator() -> HttpAuthenticator {
+        let config = Config::parse_from([
+            "pushgate",
+            "--auth",
+            "http",
+            "--auth-http-url",
+            "http://127.0.0.1:9/auth",
+        ]);
+        HttpAuthenticator::from_config(&config).unwrap()
+    }
+
+    #[test]
+    fn long_refused_tokens_cannot_grow_the_cache_past_its_byte_bound() {
+        let auth = authenticator();
+        // 1,000 distinct 64 KiB tokens (the longest a client message may be): 64 MiB of
+        // keys if only the entry count bounded the cache.
+        for i in 0..1_000 {
+            let token = format!("{i:08}{}", "t".repeat(64 * 1024 - 8));
+            auth.remember(&token, &Err(RejectReason::Refused));
+            let cache = auth.cache.lock().unwrap();
+            assert!(
+                cache.bytes <= CACHE_BYTES,
+                "{} bytes after {i}",
+                cache.bytes
+            );
+            let held: usize = cache
+                .answers
+                .iter()
+                .map(|(token, (_, answer))| entry_bytes(token, answer))
+                .sum();
+            assert_eq!(held, cache.bytes, "the count follows the entries");
+        }
+        // The newest answer is still there: clearing makes room, it does not stop caching.
+        let last = format!("{:08}{}", 999, "t".repeat(64 * 1024 - 8));
+        assert!(auth.cached(&last).is_some());
+        // Refreshing an entry does not count it twice.
+        auth.remember(&last, &Ok("u".into()));
+        let cache = auth.cache.lock().unwrap();
+        let held: usize = cache
+            .answers
+            .iter()
+            .map(|(token, (_, answer))| entry_bytes(token, answer))
+            .sum();
+        assert_eq!(held, cache.bytes);
     }
 }
