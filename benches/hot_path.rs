@@ -1,5 +1,6 @@
 //! Criterion benches for the per-push hot path: frame encoding, push-body parsing (serde_json
-//! vs simd-json), userID → shard hashing, and the shard map with 100k users.
+//! vs simd-json), userID → shard hashing, the shard map with 100k users, and one user with
+//! many connections.
 //! Run: `cargo bench --bench hot_path`. Results: docs/PERFORMANCE.md.
 
 use std::hint::black_box;
@@ -120,5 +121,31 @@ fn binder(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, encode, parse, hashing, binder);
+/// One user holding many connections (a wall of screens, or a shared page token): every
+/// connection of that user registers and then leaves, as in a reconnect storm. The cost per
+/// connection must not grow with how many the user holds.
+fn one_user(c: &mut Criterion) {
+    let mut group = c.benchmark_group("one_user_register_unregister");
+    group.sample_size(10);
+    for n in [1_000usize, 10_000, 50_000] {
+        let conns: Vec<ConnHandle> = (0..n as u64).map(conn).collect();
+        let user: Arc<str> = "wallboard".into();
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| {
+                let mut state = ShardState::new(Arc::new(Metrics::new(1)));
+                for conn in &conns {
+                    state.register(user.clone(), "alarm".into(), conn.clone());
+                }
+                for conn in &conns {
+                    state.unregister(&user, conn.id);
+                }
+                black_box(state.connections())
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, encode, parse, hashing, binder, one_user);
 criterion_main!(benches);

@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use ahash::{AHashMap, AHashSet};
 use bytes::Bytes;
+use smallvec::{smallvec, SmallVec};
 
 use super::command::{Command, ConnHandle};
 use crate::conn::outbox::{Flushed, Queue, QueueError};
@@ -23,18 +24,86 @@ use crate::metrics::{DropReason, Metrics, RefusalReason};
 use crate::ws::close::CloseCode;
 use crate::ws::frame;
 
+/// One connection of a user, and the events it registered for.
 #[derive(Debug)]
-struct Binding {
-    /// The shard's interned copy of the event name.
-    event: Arc<str>,
+struct Bound {
     conn: ConnHandle,
+    /// The shard's interned copies of the event names; nearly always one, kept inline.
+    events: SmallVec<[Arc<str>; 1]>,
 }
 
-/// Connections among a user's bindings (a connection with two events has two bindings).
-/// One pass: [`ShardState::register`] keeps a connection's bindings next to each other, so
-/// that checking the per-user cap stays linear even for a user with thousands of connections.
-fn distinct_connections(bindings: &[Binding]) -> usize {
-    bindings.chunk_by(|a, b| a.conn.id == b.conn.id).count()
+impl Bound {
+    fn holds(&self, event: &Arc<str>) -> bool {
+        self.events.iter().any(|held| Arc::ptr_eq(held, event))
+    }
+}
+
+/// A user holding more connections than this gets an index from connection id to place, so
+/// that registering and leaving cost the same for a user with ten thousand connections (a
+/// wall of screens, a page shared by a team) as for one with a single tab; below it, a
+/// scan of a few entries is cheaper than the table and costs no memory.
+const INDEX_FROM: usize = 16;
+
+/// A user's connections, in no particular order: a leaving connection's place is taken by
+/// the last one.
+#[derive(Debug, Default)]
+struct UserConns {
+    conns: Vec<Bound>,
+    /// Connection id → place in `conns`, kept while the user holds more than
+    /// [`INDEX_FROM`] / 2 connections once it has held more than [`INDEX_FROM`].
+    index: Option<Box<AHashMap<u64, usize>>>,
+}
+
+impl UserConns {
+    fn with_one_slot() -> Self {
+        // Most users hold one connection: one slot, not Vec's default of four.
+        Self {
+            conns: Vec::with_capacity(1),
+            index: None,
+        }
+    }
+
+    fn position(&self, conn_id: u64) -> Option<usize> {
+        match &self.index {
+            Some(index) => index.get(&conn_id).copied(),
+            None => self.conns.iter().position(|b| b.conn.id == conn_id),
+        }
+    }
+
+    fn add(&mut self, bound: Bound) {
+        let conn_id = bound.conn.id;
+        self.conns.push(bound);
+        match &mut self.index {
+            Some(index) => {
+                index.insert(conn_id, self.conns.len() - 1);
+            }
+            None if self.conns.len() > INDEX_FROM => {
+                let index = self
+                    .conns
+                    .iter()
+                    .enumerate()
+                    .map(|(at, b)| (b.conn.id, at))
+                    .collect();
+                self.index = Some(Box::new(index));
+            }
+            None => {}
+        }
+    }
+
+    fn remove(&mut self, conn_id: u64) -> Option<Bound> {
+        let at = self.position(conn_id)?;
+        let bound = self.conns.swap_remove(at);
+        if let Some(index) = &mut self.index {
+            index.remove(&conn_id);
+            if let Some(moved) = self.conns.get(at) {
+                index.insert(moved.conn.id, at);
+            }
+            if self.conns.len() <= INDEX_FROM / 2 {
+                self.index = None;
+            }
+        }
+        Some(bound)
+    }
 }
 
 /// Drops an interned event name from `events` when `event`, a handle about to be dropped,
@@ -57,7 +126,7 @@ pub trait UserHook: Send + Sync {
 
 /// The map a shard owns.
 pub struct ShardState {
-    users: AHashMap<Arc<str>, Vec<Binding>>,
+    users: AHashMap<Arc<str>, UserConns>,
     /// One copy of each event name some binding holds; a name leaves with its last binding.
     events: AHashSet<Arc<str>>,
     /// Distinct connections with at least one binding.
@@ -190,29 +259,25 @@ impl ShardState {
                 interned
             }
         };
-        // Most users hold one connection: start at one slot, not Vec's default of four.
-        let bindings = match self.users.entry(user) {
+        let user_conns = match self.users.entry(user) {
             Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(entry) => {
                 // A new user is never refused by the cap, so it does get this binding.
                 if let Some(hook) = &self.hook {
                     hook.user_bound(entry.key());
                 }
-                entry.insert(Vec::with_capacity(1))
+                entry.insert(UserConns::with_one_slot())
             }
         };
-        if bindings
-            .iter()
-            .any(|b| b.conn.id == conn.id && Arc::ptr_eq(&b.event, &event))
-        {
+        if let Some(at) = user_conns.position(conn.id) {
+            // A bound connection registering again: one more event, or nothing new.
+            let bound = &mut user_conns.conns[at];
+            if !bound.holds(&event) {
+                bound.events.push(event);
+            }
             return;
         }
-        if let Some(last) = bindings.iter().rposition(|b| b.conn.id == conn.id) {
-            // Another event for a bound connection: next to its other bindings.
-            bindings.insert(last + 1, Binding { event, conn });
-            return;
-        }
-        if self.max_per_user > 0 && distinct_connections(bindings) >= self.max_per_user {
+        if self.max_per_user > 0 && user_conns.conns.len() >= self.max_per_user {
             self.metrics.refused(RefusalReason::UserCap);
             conn.outbox.close(frame::close(
                 CloseCode::TOO_MANY_CONNECTIONS.0,
@@ -222,27 +287,25 @@ impl ShardState {
             return;
         }
         self.connections += 1;
-        bindings.push(Binding { event, conn });
+        user_conns.add(Bound {
+            conn,
+            events: smallvec![event],
+        });
     }
 
     /// Removes every binding of a connection.
     pub fn unregister(&mut self, user: &str, conn_id: u64) {
-        let Some(bindings) = self.users.get_mut(user) else {
+        let Some(user_conns) = self.users.get_mut(user) else {
             return;
         };
-        let before = bindings.len();
-        let events = &mut self.events;
-        bindings.retain(|b| {
-            let keep = b.conn.id != conn_id;
-            if !keep {
-                forget_if_unbound(events, &b.event);
-            }
-            keep
-        });
-        if bindings.len() != before {
-            self.connections -= 1;
+        let Some(bound) = user_conns.remove(conn_id) else {
+            return;
+        };
+        self.connections -= 1;
+        for event in &bound.events {
+            forget_if_unbound(&mut self.events, event);
         }
-        if bindings.is_empty() {
+        if user_conns.conns.is_empty() {
             self.users.remove(user);
             if let Some(hook) = &self.hook {
                 hook.user_unbound(user);
@@ -260,7 +323,7 @@ impl ShardState {
         let users: Vec<Arc<str>> = self
             .users
             .iter()
-            .filter(|(_, bindings)| bindings.iter().any(|b| Arc::ptr_eq(&b.event, interned)))
+            .filter(|(_, user_conns)| user_conns.conns.iter().any(|b| b.holds(interned)))
             .map(|(user, _)| user.clone())
             .collect();
         users
@@ -272,16 +335,16 @@ impl ShardState {
     /// Closes the connections of `user` (only those registered for `event`, when given) and
     /// unbinds them; returns how many were closed.
     pub fn disconnect(&mut self, user: &str, event: Option<&str>, close_frame: &Bytes) -> usize {
-        let Some(bindings) = self.users.get(user) else {
+        let Some(user_conns) = self.users.get(user) else {
             return 0;
         };
-        let mut closing: Vec<u64> = bindings
+        let closing: Vec<u64> = user_conns
+            .conns
             .iter()
-            .filter(|b| event.is_none_or(|e| *b.event == *e))
+            .filter(|b| event.is_none_or(|e| b.events.iter().any(|held| **held == *e)))
             .filter(|b| b.conn.outbox.close(close_frame.clone()))
             .map(|b| b.conn.id)
             .collect();
-        closing.dedup();
         for conn_id in &closing {
             self.unregister(user, *conn_id);
         }
@@ -290,7 +353,7 @@ impl ShardState {
 
     /// Queues `frame` to every connection of `user` registered for `event`.
     pub fn push(&mut self, user: &str, event: &str, frame: &Bytes, accepted_at: Instant) -> usize {
-        let Some(bindings) = self.users.get_mut(user) else {
+        let Some(user_conns) = self.users.get(user) else {
             return 0;
         };
         let Some(event) = self.events.get(event) else {
@@ -299,27 +362,23 @@ impl ShardState {
         };
         let mut sent = 0;
         let mut dead: Vec<u64> = Vec::new();
-        for binding in bindings.iter().filter(|b| Arc::ptr_eq(&b.event, event)) {
-            match binding.conn.outbox.push(frame.clone(), Some(accepted_at)) {
+        for bound in user_conns.conns.iter().filter(|b| b.holds(event)) {
+            match bound.conn.outbox.push(frame.clone(), Some(accepted_at)) {
                 Ok(Queue::Flush) => {
                     sent += 1;
-                    self.to_flush.push_back(binding.conn.clone());
+                    self.to_flush.push_back(bound.conn.clone());
                 }
                 Ok(Queue::Pending) => sent += 1,
                 Err(QueueError::Full) => {
-                    if binding
-                        .conn
-                        .outbox
-                        .close_slow(self.slow_close_frame.clone())
-                    {
-                        tracing::warn!(conn = binding.conn.id, "closing slow consumer");
+                    if bound.conn.outbox.close_slow(self.slow_close_frame.clone()) {
+                        tracing::warn!(conn = bound.conn.id, "closing slow consumer");
                     }
                     self.metrics.dropped(DropReason::SlowConsumer);
-                    dead.push(binding.conn.id);
+                    dead.push(bound.conn.id);
                 }
                 Err(QueueError::Closed) => {
                     self.metrics.dropped(DropReason::Closed);
-                    dead.push(binding.conn.id);
+                    dead.push(bound.conn.id);
                 }
             }
         }
@@ -437,7 +496,7 @@ mod tests {
     }
 
     /// A connection that adds an event after other connections joined still counts once
-    /// against the cap (its bindings are kept together, and the cap counts runs of them).
+    /// against the cap (the cap counts connections, not bindings).
     #[test]
     fn a_connection_with_a_later_second_event_counts_once_against_the_cap() {
         let mut s = state().with_user_cap(3);
@@ -526,6 +585,57 @@ mod tests {
         assert_eq!(s.broadcast("e", &frame::text("m"), Instant::now()), 0);
         assert!(slow.outbox.is_closing());
         assert_eq!((s.users(), s.events()), (0, 0));
+    }
+
+    /// A user's connections come and go in any order across the size where the index is
+    /// built and dropped; every push still reaches exactly the connections bound to its
+    /// event, and each leaving connection takes only its own bindings.
+    #[test]
+    fn many_connections_of_one_user_come_and_go_in_any_order() {
+        use std::collections::BTreeMap;
+        let mut s = state();
+        // Connection id → (handle, bound to "f" too).
+        let mut model: BTreeMap<u64, (ConnHandle, bool)> = BTreeMap::new();
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let frame = frame::text("m");
+        for step in 0..4_000 {
+            // Grow to ~3 × INDEX_FROM, shrink to nothing, grow again.
+            let grow = (step / 400) % 2 == 0;
+            let id = next() % (3 * INDEX_FROM as u64);
+            if grow {
+                let c = conn(id, 1 << 16);
+                let also_f = next() % 3 == 0;
+                let c = model.entry(id).or_insert((c, false));
+                s.register("u".into(), "e".into(), c.0.clone());
+                if also_f {
+                    s.register("u".into(), "f".into(), c.0.clone());
+                    c.1 = true;
+                }
+            } else if model.remove(&id).is_some() {
+                s.unregister("u", id);
+            }
+            if step % 50 == 0 {
+                let bound_f = model.values().filter(|(_, f)| *f).count();
+                assert_eq!(s.connections(), model.len(), "step {step}");
+                assert_eq!(s.push("u", "e", &frame, Instant::now()), model.len());
+                assert_eq!(s.push("u", "f", &frame, Instant::now()), bound_f);
+                for (c, f) in model.values() {
+                    assert_eq!(c.outbox.len(), 1 + usize::from(*f), "step {step}");
+                    c.outbox.discard_queued();
+                }
+                s.flush(usize::MAX);
+            }
+        }
+        for id in std::mem::take(&mut model).into_keys() {
+            s.unregister("u", id);
+        }
+        assert_eq!((s.users(), s.connections(), s.events()), (0, 0, 0));
     }
 
     #[test]
