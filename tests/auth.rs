@@ -114,6 +114,32 @@ async fn a_refused_jwt_is_answered_and_closed_with_4401_when_acked() {
     gw.stop().await;
 }
 
+/// Issuers that mint "never expires" tokens put the largest integer they have in `exp`;
+/// with the leeway added it is past any clock, and it must mean no expiry, not a panic.
+#[tokio::test]
+async fn a_token_that_never_expires_binds_and_stays() {
+    let mut config = jwt_config();
+    config.jwt_leeway = Duration::from_secs(30);
+    let gw = Gateway::start_with(config).await;
+    let mut connections = Vec::new();
+    for (user, exp) in [("ida", i64::MAX as u64), ("jon", i64::MAX as u64 - 29)] {
+        let token = jwt(json!({"sub": user, "exp": exp}), SECRET);
+        let mut ws = gw.connect().await;
+        assert_eq!(
+            register_with_ack(&mut ws, &token, "alarm").await["type"],
+            "registered",
+            "{user}"
+        );
+        connections.push((user, ws));
+    }
+    let mut pusher = gw.pusher().await;
+    for (user, ws) in &mut connections {
+        assert_eq!(pusher.push_ok(user, "alarm", "still here").await, 1);
+        assert_eq!(next_text(ws).await, "still here");
+    }
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn a_connection_is_closed_with_4408_when_its_token_expires() {
     let gw = Gateway::start_with(jwt_config()).await;

@@ -91,14 +91,21 @@ impl JwtAuthenticator {
             let mut validation = Validation::new(algorithm);
             validation.leeway = config.jwt_leeway.as_secs();
             validation.validate_nbf = true;
-            validation.set_required_spec_claims(&["exp"]);
+            // A configured audience or issuer is required, not only compared when present:
+            // a token minted for another service without `aud` must not pass.
+            let mut required = vec!["exp"];
             match &config.jwt_audience {
-                Some(audience) => validation.set_audience(&[audience]),
+                Some(audience) => {
+                    validation.set_audience(&[audience]);
+                    required.push("aud");
+                }
                 None => validation.validate_aud = false,
             }
             if let Some(issuer) = &config.jwt_issuer {
                 validation.set_issuer(&[issuer]);
+                required.push("iss");
             }
+            validation.set_required_spec_claims(&required);
             keys.insert(
                 kid,
                 Key {
@@ -150,7 +157,10 @@ impl JwtAuthenticator {
         let expires_at = claims
             .get("exp")
             .and_then(|v| v.as_u64())
-            .map(|exp| UNIX_EPOCH + Duration::from_secs(exp) + self.leeway);
+            // An `exp` too far ahead to be a time (a "never expires" token minted with
+            // i64::MAX) is no expiry at all, not an overflow.
+            .and_then(|exp| Duration::from_secs(exp).checked_add(self.leeway))
+            .and_then(|after_epoch| UNIX_EPOCH.checked_add(after_epoch));
         Ok(Identity {
             user_id,
             expires_at,
@@ -275,6 +285,55 @@ mod tests {
             ),
             RejectReason::Claims,
         );
+    }
+
+    /// A configured audience and issuer must be present in the token, not only match
+    /// when they are.
+    #[test]
+    fn a_configured_audience_or_issuer_is_required() {
+        let auth = authenticator(&["--jwt-audience", "alerts", "--jwt-issuer", "https://idp"]);
+        let exp = unix_now() + 600;
+        let verify = |claims: serde_json::Value| {
+            auth.verify(&token(claims, Some("k1"), Algorithm::HS256))
+                .map(|identity| identity.user_id)
+        };
+        assert_eq!(
+            verify(
+                serde_json::json!({"sub": "a", "exp": exp, "aud": "alerts", "iss": "https://idp"})
+            ),
+            Ok("a".to_owned())
+        );
+        for claims in [
+            serde_json::json!({"sub": "a", "exp": exp}),
+            serde_json::json!({"sub": "a", "exp": exp, "iss": "https://idp"}),
+            serde_json::json!({"sub": "a", "exp": exp, "aud": "alerts"}),
+            serde_json::json!({"sub": "a", "exp": exp, "aud": null, "iss": null}),
+            serde_json::json!({"sub": "a", "exp": exp, "aud": "alerts", "iss": null}),
+        ] {
+            assert_eq!(
+                verify(claims.clone()),
+                Err(RejectReason::Claims),
+                "{claims}"
+            );
+        }
+    }
+
+    /// An `exp` past what a clock can hold verifies (it is in the future) with no expiry
+    /// instead of overflowing.
+    #[test]
+    fn an_exp_beyond_any_clock_is_no_expiry() {
+        let auth = authenticator(&[]);
+        for exp in [i64::MAX as u64, i64::MAX as u64 - 29, u64::MAX] {
+            let identity = auth
+                .verify(&token(
+                    serde_json::json!({"sub": "alice", "exp": exp}),
+                    Some("k1"),
+                    Algorithm::HS256,
+                ))
+                .unwrap();
+            assert_eq!(identity.user_id, "alice");
+            assert!(identity.expires_at.is_none_or(|at| at > SystemTime::now()));
+        }
     }
 
     #[test]

@@ -431,8 +431,10 @@ impl Session<'_> {
                 let left = expires_at
                     .duration_since(std::time::SystemTime::now())
                     .unwrap_or(Duration::ZERO);
-                let at = Instant::now() + left;
-                self.token_expiry = Some(self.token_expiry.map_or(at, |t| t.min(at)));
+                // Past what the monotonic clock can hold: never, in practice.
+                if let Some(at) = Instant::now().checked_add(left) {
+                    self.token_expiry = Some(self.token_expiry.map_or(at, |t| t.min(at)));
+                }
             }
         }
         self.shared
