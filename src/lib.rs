@@ -26,6 +26,7 @@ pub mod config;
 pub mod conn;
 pub mod gateway;
 pub mod http;
+pub mod log_throttle;
 pub mod metrics;
 pub mod protocol;
 pub mod shard;

@@ -204,7 +204,8 @@ async fn static_tokens_reload_on_sighup_without_dropping_connections() {
     std::fs::remove_file(&path).unwrap();
 }
 
-/// A token backend on a real socket: `good-NAME` is user NAME, anything else is refused.
+/// A token backend on a real socket: `good-NAME` is user NAME, `broken-...` gets a 200
+/// without a usable userId (a misbehaving backend or proxy), anything else is refused.
 /// Counts the requests it answers.
 async fn token_backend() -> (
     std::net::SocketAddr,
@@ -231,11 +232,20 @@ async fn token_backend() -> (
                             let body = request.into_body().collect().await.unwrap().to_bytes();
                             let token: Value = serde_json::from_slice(&body).unwrap();
                             let token = token["token"].as_str().unwrap_or("").to_owned();
-                            let response = match token.strip_prefix("good-") {
-                                Some(user) => hyper::Response::new(Full::new(bytes::Bytes::from(
-                                    json!({"userId": user}).to_string(),
-                                ))),
-                                None => {
+                            let broken = match token.as_str() {
+                                "broken-text" => Some("not json".to_owned()),
+                                "broken-empty" => Some(json!({"userId": ""}).to_string()),
+                                "broken-number" => Some(json!({"userId": 5}).to_string()),
+                                _ => None,
+                            };
+                            let response = match (token.strip_prefix("good-"), broken) {
+                                (_, Some(body)) => {
+                                    hyper::Response::new(Full::new(bytes::Bytes::from(body)))
+                                }
+                                (Some(user), None) => hyper::Response::new(Full::new(
+                                    bytes::Bytes::from(json!({"userId": user}).to_string()),
+                                )),
+                                (None, None) => {
                                     let mut r =
                                         hyper::Response::new(Full::new(bytes::Bytes::new()));
                                     *r.status_mut() = hyper::StatusCode::UNAUTHORIZED;
@@ -324,6 +334,46 @@ async fn a_backend_that_is_down_refuses_registrations_without_blocking_others() 
             r#"pushgate_registrations_total{result="auth_unavailable"}"#
         ),
         Some(1.0)
+    );
+    gw.stop().await;
+}
+
+/// A 200 that carries no usable userId is the backend failing, not a verdict on the token:
+/// the client hears `auth_unavailable` and keeps its connection (and its token), instead
+/// of a 4401 that tells it not to retry with that token.
+#[tokio::test]
+async fn a_backend_answering_200_without_a_user_is_unavailable_not_a_refusal() {
+    let (backend, _) = token_backend().await;
+    let gw = Gateway::start_with(http_auth_config(format!("http://{backend}/auth"))).await;
+    let mut ws = gw.connect().await;
+    for token in ["broken-text", "broken-empty", "broken-number"] {
+        assert_eq!(
+            register_with_ack(&mut ws, token, "alarm").await,
+            json!({"type": "error", "reason": "auth_unavailable"}),
+            "{token}"
+        );
+    }
+    // Still open, and a good token on the same connection binds.
+    assert_eq!(
+        register_with_ack(&mut ws, "good-ivy", "alarm").await["type"],
+        "registered"
+    );
+    assert_eq!(gw.pusher().await.push_ok("ivy", "alarm", "x").await, 1);
+    assert_eq!(next_text(&mut ws).await, "x");
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"pushgate_registrations_total{result="auth_unavailable"}"#
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"pushgate_auth_rejections_total{reason="claims"}"#
+        ),
+        Some(0.0)
     );
     gw.stop().await;
 }

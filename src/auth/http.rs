@@ -1,7 +1,9 @@
 //! Asking a backend: the token is POSTed as `{"token": "..."}` to `--auth-http-url`; a 200
 //! with `{"userId": "..."}` accepts it, 401/403/404 refuse it, anything else (other
-//! statuses, errors, the `--auth-http-timeout`) means the backend is unavailable and the
-//! registration is refused as such, without blocking any other connection. At most
+//! statuses, a 200 without a usable userId, errors, the `--auth-http-timeout`) means the
+//! backend is unavailable and the registration is refused as such, without blocking any
+//! other connection and without telling the client its token is bad (a broken backend or a
+//! proxy answering 200 must not make clients drop valid tokens); logged once per 10 s. At most
 //! `--auth-http-concurrency` requests are in flight; answers are cached briefly (accepted
 //! tokens for `--auth-http-cache-ttl`, refused ones for `--auth-http-negative-ttl`).
 
@@ -20,6 +22,23 @@ use tokio::sync::Semaphore;
 
 use super::{AuthError, AuthFuture, Authenticator, Identity, RejectReason};
 use crate::config::{Config, ConfigError};
+use crate::log_throttle::LogThrottle;
+
+/// Why the backend gave no answer; logged (throttled), never shown to clients.
+#[derive(Debug, thiserror::Error)]
+enum Trouble {
+    #[error("request failed: {0}")]
+    Request(String),
+    #[error("answered {0}")]
+    Status(StatusCode),
+    #[error("answered 200 without a non-empty string userId")]
+    BadAnswer,
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// How often an unavailable backend is logged (each refused registration is counted).
+const UNAVAILABLE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Cached answers kept at most; past it the cache is cleared (a simple, bounded policy).
 const CACHE_CAPACITY: usize = 100_000;
@@ -55,6 +74,7 @@ pub struct HttpAuthenticator {
     positive_ttl: Duration,
     negative_ttl: Duration,
     cache: Mutex<Cache>,
+    unavailable_logged: LogThrottle,
 }
 
 impl std::fmt::Debug for HttpAuthenticator {
@@ -104,6 +124,7 @@ impl HttpAuthenticator {
             positive_ttl: config.auth_http_cache_ttl,
             negative_ttl: config.auth_http_negative_ttl,
             cache: Mutex::new(Cache::default()),
+            unavailable_logged: LogThrottle::new(UNAVAILABLE_LOG_INTERVAL),
         })
     }
 
@@ -140,35 +161,49 @@ impl HttpAuthenticator {
         }
     }
 
-    async fn ask(&self, token: &str) -> Result<Answer, AuthError> {
+    async fn ask(&self, token: &str) -> Result<Answer, Trouble> {
         let body = serde_json::json!({ "token": token }).to_string();
         let request = Request::builder()
             .method(Method::POST)
             .uri(self.url.clone())
             .header(CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body)))
-            .map_err(|_| AuthError::Unavailable)?;
+            .map_err(|e| Trouble::Request(e.to_string()))?;
         let response = self
             .client
             .request(request)
             .await
-            .map_err(|_| AuthError::Unavailable)?;
+            .map_err(|e| Trouble::Request(e.to_string()))?;
         match response.status() {
             StatusCode::OK => {}
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND => {
                 return Ok(Err(RejectReason::Refused))
             }
-            _ => return Err(AuthError::Unavailable),
+            status => return Err(Trouble::Status(status)),
         }
         let bytes = Limited::new(response.into_body(), MAX_REPLY)
             .collect()
             .await
-            .map_err(|_| AuthError::Unavailable)?
+            .map_err(|e| Trouble::Request(e.to_string()))?
             .to_bytes();
         match serde_json::from_slice::<Reply>(&bytes) {
             Ok(reply) if !reply.user_id.is_empty() => Ok(Ok(reply.user_id)),
-            _ => Ok(Err(RejectReason::Claims)),
+            _ => Err(Trouble::BadAnswer),
         }
+    }
+
+    /// Asks the backend within the timeout and the concurrency bound.
+    async fn ask_bounded(&self, token: &str) -> Result<Answer, Trouble> {
+        tokio::time::timeout(self.timeout, async {
+            let _permit = self
+                .permits
+                .acquire()
+                .await
+                .map_err(|e| Trouble::Request(e.to_string()))?;
+            self.ask(token).await
+        })
+        .await
+        .map_err(|_| Trouble::Timeout(self.timeout))?
     }
 }
 
@@ -177,20 +212,22 @@ impl Authenticator for HttpAuthenticator {
         Box::pin(async move {
             let answer = match self.cached(token) {
                 Some(answer) => answer,
-                None => {
-                    let asked = tokio::time::timeout(self.timeout, async {
-                        let _permit = self
-                            .permits
-                            .acquire()
-                            .await
-                            .map_err(|_| AuthError::Unavailable)?;
-                        self.ask(token).await
-                    })
-                    .await
-                    .map_err(|_| AuthError::Unavailable)??;
-                    self.remember(token, &asked);
-                    asked
-                }
+                None => match self.ask_bounded(token).await {
+                    Ok(asked) => {
+                        self.remember(token, &asked);
+                        asked
+                    }
+                    Err(trouble) => {
+                        if self.unavailable_logged.ready() {
+                            tracing::warn!(
+                                %trouble,
+                                "token backend unavailable: registrations are answered \
+                                 auth_unavailable (counted in pushgate_registrations_total)"
+                            );
+                        }
+                        return Err(AuthError::Unavailable);
+                    }
+                },
             };
             answer.map(Identity::forever).map_err(AuthError::Rejected)
         })

@@ -29,7 +29,6 @@ pub mod presence;
 pub mod remote;
 pub mod replies;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,6 +44,7 @@ use self::presence::Presence;
 use self::remote::Remote;
 use self::replies::Replies;
 use crate::config::Config;
+use crate::log_throttle::LogThrottle;
 use crate::metrics::Metrics;
 use crate::shard::{MultiPush, PushRefused, Router};
 
@@ -108,9 +108,8 @@ pub struct Cluster {
     reply_timeout: Duration,
     metrics: Arc<Metrics>,
     tasks: Vec<JoinHandle<()>>,
-    /// When a push too large for NATS was last logged, in ms after `started` (0: never).
-    too_large_logged_ms: AtomicU64,
-    started: Instant,
+    /// Pushes too large for NATS are each counted, and logged once per interval.
+    too_large_logged: LogThrottle,
 }
 
 /// How often a push refused as too large for NATS is logged (each one is counted).
@@ -201,8 +200,7 @@ impl Cluster {
             reply_timeout: config.cluster_reply_timeout,
             metrics,
             tasks,
-            too_large_logged_ms: AtomicU64::new(0),
-            started: Instant::now(),
+            too_large_logged: LogThrottle::new(TOO_LARGE_LOG_INTERVAL),
         })
     }
 
@@ -347,15 +345,7 @@ impl Cluster {
         }
         // An operator's mismatch (`--max-push-body` above the server's max_payload), not
         // one bad request: say it at warn level, but not once per push.
-        let now_ms = (self.started.elapsed().as_millis() as u64).max(1);
-        let last_ms = self.too_large_logged_ms.load(Ordering::Relaxed);
-        if (last_ms == 0
-            || now_ms.saturating_sub(last_ms) >= TOO_LARGE_LOG_INTERVAL.as_millis() as u64)
-            && self
-                .too_large_logged_ms
-                .compare_exchange(last_ms, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if self.too_large_logged.ready() {
             tracing::warn!(
                 size,
                 max_payload,
