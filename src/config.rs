@@ -326,6 +326,8 @@ pub enum ConfigError {
     ListenerClash,
     #[error("push keys must not be empty")]
     EmptyPushKey,
+    #[error("{place}: a push key is one word of visible ASCII (no spaces; `#` comments go on their own line)")]
+    InvalidPushKey { place: String },
     #[error("cannot read --push-keys-file {path}: {reason}")]
     PushKeysFile { path: String, reason: String },
     #[error("--public-push exposes pushing to the internet: it requires --push-keys or --push-keys-file")]
@@ -414,14 +416,25 @@ impl Config {
         Ok(())
     }
 
-    /// Every push key, from `--push-keys` and `--push-keys-file`.
+    /// Every push key, from `--push-keys` and `--push-keys-file`. A key must be what an
+    /// `Authorization: Bearer` header can carry intact: one word of visible ASCII. So a
+    /// file line like `key # old one` is refused at startup instead of becoming a key
+    /// nobody can send.
     pub fn load_push_keys(&self) -> Result<Vec<Vec<u8>>, ConfigError> {
+        fn check(key: &str, place: impl FnOnce() -> String) -> Result<Vec<u8>, ConfigError> {
+            if key.bytes().all(|b| b.is_ascii_graphic()) {
+                Ok(key.as_bytes().to_vec())
+            } else {
+                Err(ConfigError::InvalidPushKey { place: place() })
+            }
+        }
         let mut keys = Vec::new();
-        for key in &self.push_keys {
-            if key.trim().is_empty() {
+        for (index, key) in self.push_keys.iter().enumerate() {
+            let key = key.trim();
+            if key.is_empty() {
                 return Err(ConfigError::EmptyPushKey);
             }
-            keys.push(key.trim().as_bytes().to_vec());
+            keys.push(check(key, || format!("--push-keys, key {}", index + 1))?);
         }
         if let Some(path) = &self.push_keys_file {
             let text =
@@ -429,12 +442,15 @@ impl Config {
                     path: path.display().to_string(),
                     reason: error.to_string(),
                 })?;
-            keys.extend(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|line| !line.is_empty() && !line.starts_with('#'))
-                    .map(|line| line.as_bytes().to_vec()),
-            );
+            for (number, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                keys.push(check(line, || {
+                    format!("--push-keys-file {} line {}", path.display(), number + 1)
+                })?);
+            }
         }
         Ok(keys)
     }
@@ -552,5 +568,37 @@ mod tests {
                 b"old-key".to_vec()
             ]
         );
+    }
+
+    /// A key no `Authorization: Bearer` header can carry intact (an inline comment, inner
+    /// spaces, a control character) is a startup error naming where it is, not a key that
+    /// silently never matches.
+    #[test]
+    fn a_push_key_that_cannot_be_sent_is_refused_with_its_place() {
+        let path = std::env::temp_dir().join(format!("pushgate-badkeys-{}", std::process::id()));
+        std::fs::write(
+            &path,
+            "# keys
+fine-key
+new-key # rotated in May
+",
+        )
+        .unwrap();
+        let error = parse(&["--push-keys-file", path.to_str().unwrap()])
+            .load_push_keys()
+            .unwrap_err();
+        std::fs::remove_file(&path).unwrap();
+        assert!(
+            matches!(&error, ConfigError::InvalidPushKey { place } if place.ends_with("line 3")),
+            "{error}"
+        );
+        for keys in ["good,two words", "good,tab\there"] {
+            assert!(matches!(
+                parse(&["--push-keys", keys]).load_push_keys(),
+                Err(ConfigError::InvalidPushKey { .. })
+            ));
+        }
+        let keys = parse(&["--push-keys", "b64+/key==,hex-0f,dotted.key_~"]).load_push_keys();
+        assert_eq!(keys.unwrap().len(), 3);
     }
 }

@@ -14,10 +14,44 @@ async fn push_with_a_method_other_than_post_is_405_with_an_empty_body() {
     let gw = Gateway::start().await;
     let mut pusher = gw.pusher().await;
     for method in ["GET", "PUT", "DELETE", "PATCH"] {
-        let (status, body) = pusher.request(method, "/push", &[], "").await;
+        let (status, headers, body) = pusher.request_full(method, "/push", &[], "").await;
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
         assert_eq!(body, "", "{method}");
+        assert_eq!(headers["allow"], "POST", "{method}");
     }
+    gw.stop().await;
+}
+
+/// HTTP's companions of some statuses (RFC 9110): every 405 names the allowed methods, and
+/// every 401 the scheme that would be accepted; read-only resources answer GET and HEAD.
+#[tokio::test]
+async fn refusals_carry_allow_and_www_authenticate() {
+    let mut config = Config::for_tests();
+    config.push_keys = vec!["k1".into()];
+    let gw = Gateway::start_with(config).await;
+    let mut internal = gw.pusher().await;
+    for path in ["/push", "/api/v2/push", "/api/v2/broadcast"] {
+        let (status, headers, _) = internal.request_full("POST", path, &[], "{}").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(headers["www-authenticate"], "Bearer", "{path}");
+        let (status, headers, _) = internal.request_full("GET", path, &[], "").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{path}");
+        assert_eq!(headers["allow"], "POST", "{path}");
+    }
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        let (status, headers, _) = internal.request_full("POST", path, &[], "").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{path}");
+        assert_eq!(headers["allow"], "GET, HEAD", "{path}");
+        let (status, _, _) = internal.request_full("HEAD", path, &[], "").await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+    }
+    let mut public = gw.public_http().await;
+    let (status, headers, _) = public.request_full("POST", "/ws", &[], "").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(headers["allow"], "GET");
+    let (status, headers, _) = public.request_full("DELETE", "/healthz", &[], "").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(headers["allow"], "GET, HEAD");
     gw.stop().await;
 }
 
@@ -39,7 +73,13 @@ async fn push_with_failed_authorisation_is_401_with_an_empty_body() {
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{headers:?}");
         assert_eq!(reply, "");
     }
-    for key in ["Bearer old-key", "Bearer new-key"] {
+    // The scheme is case-insensitive (RFC 9110 11.1).
+    for key in [
+        "Bearer old-key",
+        "Bearer new-key",
+        "bearer new-key",
+        "BEARER  old-key",
+    ] {
         let (status, reply) = pusher
             .request("POST", "/push", &[("authorization", key)], body)
             .await;

@@ -9,7 +9,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use subtle::ConstantTimeEq;
 
 use super::body::{read_limited, BodyError};
-use super::response::{empty, text, Body};
+use super::response::{add_required_headers, empty, method_not_allowed, text, Body, ALLOW_POST};
 use super::service::{unavailable, RequestContext};
 use crate::gateway::Shared;
 use crate::metrics::PushResult;
@@ -39,13 +39,12 @@ pub async fn handle(request: Request<Incoming>, ctx: &RequestContext) -> Respons
 
 async fn respond(request: Request<Incoming>, shared: &Shared) -> (Response<Body>, PushResult) {
     if request.method() != Method::POST {
-        return (
-            empty(StatusCode::METHOD_NOT_ALLOWED),
-            PushResult::MethodNotAllowed,
-        );
+        return (method_not_allowed(ALLOW_POST), PushResult::MethodNotAllowed);
     }
     if !authorized(&request, &shared.push_keys) {
-        return (empty(StatusCode::UNAUTHORIZED), PushResult::Unauthorized);
+        let mut response = empty(StatusCode::UNAUTHORIZED);
+        add_required_headers(&mut response, ALLOW_POST);
+        return (response, PushResult::Unauthorized);
     }
     let config = &shared.config;
     let body = match read_limited(request, config.max_push_body, config.body_timeout).await {
@@ -111,6 +110,17 @@ fn too_large() -> (Response<Body>, PushResult) {
     )
 }
 
+/// The credentials of an `Authorization: Bearer <key>` value. The scheme is
+/// case-insensitive and followed by one or more spaces (RFC 9110 11.4), so `bearer <key>`
+/// from a client that lower-cases it works too.
+fn bearer_credentials(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = value.split_at_checked(b"Bearer".len())?;
+    if !scheme.eq_ignore_ascii_case(b"Bearer") || rest.first() != Some(&b' ') {
+        return None;
+    }
+    Some(rest.trim_ascii_start()).filter(|credentials| !credentials.is_empty())
+}
+
 /// With no keys configured every push is authorised (the old server's default); otherwise
 /// `Authorization: Bearer <key>` must match one key, compared in constant time.
 pub(super) fn authorized(request: &Request<Incoming>, keys: &[Vec<u8>]) -> bool {
@@ -120,7 +130,7 @@ pub(super) fn authorized(request: &Request<Incoming>, keys: &[Vec<u8>]) -> bool 
     let Some(presented) = request
         .headers()
         .get(AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .and_then(|v| bearer_credentials(v.as_bytes()))
     else {
         return false;
     };
@@ -128,4 +138,29 @@ pub(super) fn authorized(request: &Request<Incoming>, keys: &[Vec<u8>]) -> bool 
     keys.iter().fold(false, |found, key| {
         found | bool::from(key.as_slice().ct_eq(presented))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_credentials;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_needs_a_space() {
+        for (value, credentials) in [
+            (&b"Bearer k1"[..], Some(&b"k1"[..])),
+            (b"bearer k1", Some(b"k1")),
+            (b"BEARER   k1", Some(b"k1")),
+            (b"Bearerk1", None),
+            (b"Bearer ", None),
+            (b"Basic azE6", None),
+            (b"Bear", None),
+        ] {
+            assert_eq!(
+                bearer_credentials(value),
+                credentials,
+                "{}",
+                String::from_utf8_lossy(value)
+            );
+        }
+    }
 }

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 
 /// Every response body is a complete buffer.
@@ -23,6 +23,40 @@ pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, TEXT_PLAIN);
     response
+}
+
+/// Methods allowed on pushing endpoints, and on read-only ones (health, metrics, demo).
+pub const ALLOW_POST: HeaderValue = HeaderValue::from_static("POST");
+pub const ALLOW_GET: HeaderValue = HeaderValue::from_static("GET, HEAD");
+
+/// The scheme pushers authenticate with (`Authorization: Bearer <key>`).
+const BEARER: HeaderValue = HeaderValue::from_static("Bearer");
+
+/// Adds what HTTP requires beside some statuses (RFC 9110): a 405 names the methods the
+/// resource allows, a 401 the scheme that would be accepted; clients and proxies rely on
+/// them, and the old server's empty bodies stay as they were.
+pub fn add_required_headers(response: &mut Response<Body>, allow: HeaderValue) {
+    match response.status() {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            response.headers_mut().insert(ALLOW, allow);
+        }
+        StatusCode::UNAUTHORIZED => {
+            response.headers_mut().insert(WWW_AUTHENTICATE, BEARER);
+        }
+        _ => {}
+    }
+}
+
+/// 405 with no body and the `Allow` header.
+pub fn method_not_allowed(allow: HeaderValue) -> Response<Body> {
+    let mut response = empty(StatusCode::METHOD_NOT_ALLOWED);
+    add_required_headers(&mut response, allow);
+    response
+}
+
+/// True for the methods a read-only resource answers.
+pub fn is_read(method: &hyper::Method) -> bool {
+    method == hyper::Method::GET || method == hyper::Method::HEAD
 }
 
 /// Go's `http.NotFound` body, for paths the gateway does not serve.

@@ -8,12 +8,14 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE, ORIGIN, RETRY_AFTER, SEC_WEBSOCKET_VERSION};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::response::{empty, not_found, text, Body};
+use super::response::{
+    add_required_headers, is_read, method_not_allowed, not_found, text, Body, ALLOW_GET,
+};
 use crate::conn::session;
 use crate::gateway::Shared;
 use crate::metrics::RefusalReason;
@@ -47,7 +49,13 @@ pub async fn handle(request: Request<Incoming>, ctx: RequestContext) -> Response
     let config = &shared.config;
     let path = request.uri().path();
     let public = ctx.role == ListenerRole::Public;
-    if path == "/healthz" {
+    let read_only = path == "/healthz"
+        || path == "/readyz"
+        || (public && config.demo && path.starts_with("/demo"))
+        || (!public && path == config.metrics_path);
+    if read_only && !is_read(request.method()) {
+        method_not_allowed(ALLOW_GET)
+    } else if path == "/healthz" {
         text(StatusCode::OK, "ok\n")
     } else if path == "/readyz" {
         if ctx.is_draining() {
@@ -70,7 +78,7 @@ pub async fn handle(request: Request<Incoming>, ctx: RequestContext) -> Response
     } else if path.starts_with(super::v2::PREFIX) && (!public || config.public_push) {
         super::v2::handle(request, &ctx).await
     } else if !public && path == config.metrics_path {
-        metrics(&request, shared)
+        metrics(shared)
     } else {
         not_found()
     }
@@ -92,10 +100,7 @@ fn demo(path: &str) -> Response<Body> {
     response
 }
 
-fn metrics(request: &Request<Incoming>, shared: &Shared) -> Response<Body> {
-    if request.method() != Method::GET && request.method() != Method::HEAD {
-        return empty(StatusCode::METHOD_NOT_ALLOWED);
-    }
+fn metrics(shared: &Shared) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from(shared.metrics.render())));
     response.headers_mut().insert(
         CONTENT_TYPE,
@@ -133,6 +138,7 @@ fn upgrade(mut request: Request<Incoming>, ctx: RequestContext) -> Response<Body
             SEC_WEBSOCKET_VERSION,
             HeaderValue::from_static(handshake::VERSION),
         );
+        add_required_headers(&mut response, HeaderValue::from_static("GET"));
         return response;
     }
     let shared = &ctx.shared;

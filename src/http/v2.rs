@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 
 use super::body::{read_limited, BodyError};
 use super::push::authorized;
-use super::response::Body;
+use super::response::{add_required_headers, Body, ALLOW_POST};
 use super::service::RequestContext;
 use crate::cluster::remote::DISCONNECTED_REASON;
 use crate::config::Config;
@@ -97,6 +97,7 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
             .headers_mut()
             .insert(RETRY_AFTER, HeaderValue::from_static("1"));
     }
+    add_required_headers(&mut response, ALLOW_POST);
     response
 }
 
