@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 use futures_util::SinkExt;
 use pushgate::Config;
@@ -221,6 +223,147 @@ async fn a_client_that_falls_behind_and_catches_up_gets_every_frame_in_order() {
     // Caught up: the next push is written by the shard again and arrives.
     assert_eq!(pusher.push_ok("pia", "alarm", "caught up").await, 1);
     assert_eq!(next_text(&mut lagging).await, "caught up");
+    gw.stop().await;
+}
+
+/// A raw client with a 4 KiB receive buffer, registered as (`user`, "alarm"), that will
+/// never read nor send again; pushes to it until its socket is full and the gateway's
+/// connection task waits for room.
+async fn stuck_client(gw: &Gateway, user: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stuck = raw_handshake(socket.connect(gw.addr).await.unwrap()).await;
+    let register = format!(r#"{{"token":"{user}","event":"alarm"}}"#);
+    let mut frame = vec![0x81, 0x80 | register.len() as u8, 0, 0, 0, 0];
+    frame.extend_from_slice(register.as_bytes());
+    stuck.write_all(&frame).await.unwrap();
+    let mut pusher = gw.pusher().await;
+    let message = "s".repeat(64 * 1024);
+    for pushes in 1.. {
+        assert_eq!(pusher.push_ok(user, "alarm", &message).await, 1);
+        if pushes % 8 == 0
+            && metric(&gw.metrics().await, "pushgate_writes_handed_over_total") >= Some(1.0)
+        {
+            return stuck;
+        }
+        assert!(pushes < 1_000, "the socket never filled up");
+    }
+    unreachable!()
+}
+
+fn roomy_queues(mut config: Config) -> Config {
+    // Far more than the socket holds, so that no slow-consumer close gets in the way.
+    config.conn_queue_frames = 100_000;
+    config.conn_queue_bytes = 256 * 1024 * 1024;
+    config
+}
+
+/// Reads until the stream ends (FIN or reset), within [`WAIT`].
+async fn read_to_end_or_reset(stream: &mut TcpStream) {
+    let mut buffer = vec![0u8; 64 * 1024];
+    tokio::time::timeout(WAIT, async {
+        while let Ok(n) = stream.read(&mut buffer).await {
+            if n == 0 {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the gateway ends the connection");
+}
+
+/// The idle timeout is about what the client sends; a client that stopped reading (its
+/// socket full, the connection's task waiting for room) must still be closed on time and
+/// unbound, not held and counted by every push for ever.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_still_closed_as_idle() {
+    let mut config = roomy_queues(Config::for_tests());
+    config.ping_interval = Duration::from_millis(100);
+    config.idle_timeout = Duration::from_millis(500);
+    let gw = Gateway::start_with(config).await;
+    let mut stuck = stuck_client(&gw, "rhea").await;
+    wait_for_sent(&gw, "rhea", 0).await;
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"pushgate_connection_closes_total{reason="idle_timeout"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"pushgate_connection_closes_total{reason="slow_consumer"}"#
+        ),
+        Some(0.0)
+    );
+    read_to_end_or_reset(&mut stuck).await;
+    gw.stop().await;
+}
+
+/// Draining closes a client whose socket is full like any other: what is queued and the
+/// close frame get their second, then the connection is dropped, and the gateway stops
+/// long before its shutdown timeout.
+#[tokio::test]
+async fn shutdown_does_not_wait_for_a_client_that_stopped_reading() {
+    let mut config = roomy_queues(Config::for_tests());
+    config.shutdown_timeout = Duration::from_secs(60);
+    let gw = Gateway::start_with(config).await;
+    let mut stuck = stuck_client(&gw, "saul").await;
+    // Fails with "gateway stops in time" (WAIT, 10 s) if the stuck connection holds it.
+    gw.stop().await;
+    read_to_end_or_reset(&mut stuck).await;
+}
+
+/// Reads one server frame (unmasked, any length): (opcode, payload).
+async fn read_frame(stream: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
+    let mut header = [0u8; 2];
+    stream.read_exact(&mut header).await?;
+    let len = match header[1] & 0x7F {
+        126 => u64::from(stream.read_u16().await?),
+        127 => stream.read_u64().await?,
+        short => u64::from(short),
+    };
+    let mut payload = vec![0u8; len as usize];
+    stream.read_exact(&mut payload).await?;
+    Ok((header[0] & 0x0F, payload))
+}
+
+/// A slow consumer that reads again once it is closed gets the close frame, 4001, after the
+/// frame that was partly on the wire: the queued frames are dropped, not the close.
+#[tokio::test]
+async fn a_slow_consumer_that_reads_again_gets_close_4001() {
+    let mut config = Config::for_tests();
+    config.conn_queue_frames = 8;
+    let gw = Gateway::start_with(config).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut slow = raw_handshake(socket.connect(gw.addr).await.unwrap()).await;
+    let register = br#"{"token":"tess","event":"alarm"}"#;
+    let mut frame = vec![0x81, 0x80 | register.len() as u8, 0, 0, 0, 0];
+    frame.extend_from_slice(register);
+    slow.write_all(&frame).await.unwrap();
+    let mut pusher = gw.pusher().await;
+    let message = "t".repeat(16 * 1024);
+    for pushes in 1.. {
+        if pusher.push_ok("tess", "alarm", &message).await == 0 {
+            break;
+        }
+        assert!(pushes < 10_000, "never closed as a slow consumer");
+    }
+    let close = tokio::time::timeout(WAIT, async {
+        loop {
+            let (opcode, payload) = read_frame(&mut slow).await.expect("a close frame");
+            if opcode == 0x8 {
+                return u16::from_be_bytes([payload[0], payload[1]]);
+            }
+            assert_eq!((opcode, payload.len()), (0x1, message.len()));
+        }
+    })
+    .await
+    .expect("the close frame within the wait bound");
+    assert_eq!(close, 4001);
     gw.stop().await;
 }
 

@@ -125,7 +125,7 @@ pub struct Outbox {
     state: Mutex<State>,
     /// Tells the session that it has something to write, or that the queue closed.
     work: Notify,
-    /// Tells the session to abandon a write stuck on a full socket (slow-consumer close).
+    /// Wakes a session waiting for room on a full socket when a slow consumer is closed.
     abort: Notify,
 }
 
@@ -263,10 +263,12 @@ impl Outbox {
         true
     }
 
-    /// Closes a slow consumer: drops what is queued (releasing its memory now), aborts a
-    /// write waiting for the socket, and leaves `close_frame` to try. When part of a frame is
-    /// already on the wire, no close frame can follow it: the socket is just shut down.
-    /// Returns false if the connection was already closing.
+    /// Closes a slow consumer: drops the frames not yet started (releasing their memory
+    /// now) and queues `close_frame` behind the one partly on the wire, if any, which must be
+    /// finished before a close frame can follow it. The session gives them
+    /// `CLOSE_WRITE_TIMEOUT` (conn::writer) and then abandons the socket; a session waiting
+    /// for room on a full socket is woken so that the countdown starts now. Returns false
+    /// if the connection was already closing.
     pub fn close_slow(&self, close_frame: Bytes) -> bool {
         let dropped;
         {
@@ -274,21 +276,22 @@ impl Outbox {
             if state.closed || state.closing {
                 return false;
             }
-            dropped = std::mem::take(&mut state.frames);
-            state.bytes = 0;
+            let mut frames = std::mem::take(&mut state.frames);
+            let started = if state.front_written > 0 {
+                frames.pop_front()
+            } else {
+                None
+            };
+            dropped = frames;
             state.close_code = code_of(&close_frame);
             state.writer = WrittenBy::Session;
-            if state.front_written > 0 {
-                state.closed = true;
-            } else {
-                state.closing = true;
-                state.bytes = close_frame.len();
-                state.frames.push_back(Queued {
-                    frame: close_frame,
-                    accepted_at: None,
-                });
-            }
-            state.front_written = 0;
+            state.closing = true;
+            state.bytes = close_frame.len() + started.as_ref().map_or(0, |q| q.frame.len());
+            state.frames.extend(started);
+            state.frames.push_back(Queued {
+                frame: close_frame,
+                accepted_at: None,
+            });
         }
         drop(dropped);
         self.abort.notify_one();
@@ -390,8 +393,7 @@ impl Outbox {
         drop(dropped);
     }
 
-    /// Resolves when a slow-consumer close asks the session to abandon a write waiting for
-    /// the socket.
+    /// Resolves when a slow-consumer close wakes a session waiting for the socket.
     pub async fn aborted(&self) {
         self.abort.notified().await;
     }

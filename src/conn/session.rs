@@ -262,7 +262,10 @@ impl Session<'_> {
                 Wake::SocketError => return Ending::Reset,
                 Wake::Draining => continue,
                 Wake::Write(step) => {
-                    if !Box::pin(self.writer.perform(step)).await {
+                    if !self.writer.perform(step) || self.conn.outbox.is_closing() {
+                        // Finished, or closed from the push side (slow consumer, user cap,
+                        // disconnect): what is left and the close frame get their bounded
+                        // time in `Writer::finish`.
                         return Ending::WriterEnded;
                     }
                     continue;

@@ -18,10 +18,16 @@ const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The write side of a connection, driven by the connection's session task: one task per
 /// connection reads and writes, which saves a task (and its memory) per idle connection.
+///
+/// Nothing here waits inside [`Writer::perform`]: a full socket is waited for in
+/// [`Writer::ready`], which the session selects on beside reads and its timers, so that a
+/// client that stops reading is still timed out, drained and closed on time.
 pub struct Writer {
     outbox: Arc<Outbox>,
     metrics: Arc<Metrics>,
     finished: bool,
+    /// The last write left the socket full: wait for room before writing again.
+    blocked: bool,
 }
 
 impl Writer {
@@ -30,6 +36,7 @@ impl Writer {
             outbox,
             metrics,
             finished: false,
+            blocked: false,
         }
     }
 
@@ -38,39 +45,48 @@ impl Writer {
         self.finished
     }
 
-    /// Waits until the session has something to write. Cancel-safe.
+    /// Waits until the session has something to write: queued frames, or room on a socket
+    /// that was full (or a slow-consumer close, which needs the session's attention).
+    /// Cancel-safe.
     pub async fn ready(&mut self) -> WriterStep {
-        self.outbox.next_step().await
+        if self.blocked {
+            // The rare path, boxed so that its state does not size every idle connection's
+            // task.
+            Box::pin(self.room_on_socket()).await
+        } else {
+            self.outbox.next_step().await
+        }
     }
 
-    /// Carries out a step returned by [`Writer::ready`]; returns false once finished.
-    pub async fn perform(&mut self, step: WriterStep) -> bool {
+    async fn room_on_socket(&mut self) -> WriterStep {
+        let Some(socket) = self.outbox.socket() else {
+            self.blocked = false;
+            return WriterStep::Write;
+        };
+        let ready = tokio::select! {
+            biased;
+            _ = self.outbox.aborted() => Ok(()),
+            ready = socket.writable() => ready,
+        };
+        self.blocked = false;
+        match ready {
+            Ok(()) => WriterStep::Write,
+            Err(_) => {
+                // A dead socket: whatever is still queued would never get through.
+                self.outbox.mark_closed();
+                WriterStep::Stop
+            }
+        }
+    }
+
+    /// Carries out a step returned by [`Writer::ready`], without waiting: writes what the
+    /// socket takes now. Returns false once finished.
+    pub fn perform(&mut self, step: WriterStep) -> bool {
         match step {
-            WriterStep::Write => loop {
-                match self.outbox.write_now(&self.metrics) {
-                    Progress::Idle => break,
-                    Progress::Finished => {
-                        self.finish_socket();
-                        break;
-                    }
-                    Progress::Blocked => {
-                        let Some(socket) = self.outbox.socket() else {
-                            break;
-                        };
-                        let stuck = tokio::select! {
-                            biased;
-                            _ = self.outbox.aborted() => true,
-                            ready = socket.writable() => ready.is_err(),
-                        };
-                        if stuck {
-                            // A slow consumer being closed, or a dead socket: whatever is
-                            // still queued would never get through.
-                            self.outbox.mark_closed();
-                            self.finish_socket();
-                            break;
-                        }
-                    }
-                }
+            WriterStep::Write => match self.outbox.write_now(&self.metrics) {
+                Progress::Idle => {}
+                Progress::Finished => self.finish_socket(),
+                Progress::Blocked => self.blocked = true,
             },
             WriterStep::Stop => self.finish_socket(),
         }
@@ -78,17 +94,23 @@ impl Writer {
     }
 
     /// Writes whatever the outbox still holds, up to and including its close frame, for at
-    /// most [`CLOSE_WRITE_TIMEOUT`].
+    /// most [`CLOSE_WRITE_TIMEOUT`]; past it the connection is reset, which drops what the
+    /// kernel still holds for a client that stopped reading.
     pub async fn finish(&mut self) {
         let drained = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
             while !self.finished {
                 let step = self.ready().await;
-                self.perform(step).await;
+                self.perform(step);
             }
         })
         .await;
         if drained.is_err() {
             self.outbox.mark_closed();
+            if let Some(socket) = self.outbox.socket() {
+                // Closing with a zero linger sends a reset and frees the socket's buffers
+                // at once, instead of leaving the kernel to push them at a stalled reader.
+                let _ = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO));
+            }
             self.finish_socket();
         }
     }
