@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,17 +87,85 @@ impl Fleet {
     }
 }
 
-fn fd_error(open: usize, ctx: &Ctx) -> anyhow::Error {
-    anyhow!(
-        "too many open files (EMFILE) after {open} WebSocket connections were open \
-         ({} file descriptors in use, RLIMIT_NOFILE soft {} / hard {}). This machine caps \
-         open files at 20,000 per process and root cannot raise it: use at most ~19,900 \
-         connections per process and run several pushgate-loadtest processes, each with \
-         its own --user-prefix",
-        procstat::open_fds().map_or(format!("all {}", ctx.nofile.0), |n| n.to_string()),
-        ctx.nofile.0,
-        ctx.nofile.1
-    )
+/// Descriptors kept free for everything that is not a client connection
+/// (runtime, stdio, pushers, timerfds): `connections + FD_RESERVE` must fit
+/// under RLIMIT_NOFILE.
+const FD_RESERVE: u64 = 64;
+
+/// Connections that fit under a descriptor limit, leaving [`FD_RESERVE`].
+fn max_connections(limit: u64) -> u64 {
+    limit.saturating_sub(FD_RESERVE)
+}
+
+/// What was known when a connection attempt failed for lack of descriptors.
+#[derive(Debug, Clone, Copy)]
+struct FdExhaustion {
+    /// ENFILE (the system-wide file table is full) rather than EMFILE.
+    system_wide: bool,
+    requested: usize,
+    /// Client connections whose handshake completed and that are still open.
+    established: u64,
+    /// Descriptors open when the error was reported (see
+    /// [`procstat::count_fds_below`]); `sockets` excludes stdio.
+    fds: procstat::FdCount,
+    soft: u64,
+    hard: u64,
+}
+
+/// The EMFILE/ENFILE error text. A pure function of the numbers so that the
+/// advice, which depends on them, can be tested: it must name the limits
+/// this process really has, not those of the machines the tool was written
+/// on. No pusher is connected while the fleet connects, so every socket
+/// besides stdio is a client connection, established or still connecting.
+fn fd_exhaustion_message(f: &FdExhaustion) -> String {
+    let (what, errno) = if f.system_wide {
+        ("too many open files in the system", "ENFILE")
+    } else {
+        ("too many open files", "EMFILE")
+    };
+    let connecting = f.fds.sockets.saturating_sub(f.established);
+    let mut m = format!(
+        "{what} ({errno}) while opening {} WebSocket connections: when the error was \
+         reported {} file descriptors were open, {} of them client sockets ({} connections \
+         established, {connecting} still connecting); RLIMIT_NOFILE soft {} / hard {}. ",
+        f.requested, f.fds.in_use, f.fds.sockets, f.established, f.soft, f.hard
+    );
+    if f.system_wide {
+        m.push_str(
+            "The system-wide open-file table is full (see /proc/sys/fs/file-nr and \
+             fs.file-max), not this process's limit: close descriptors elsewhere on the \
+             machine or open fewer connections",
+        );
+    } else if f.soft == 0 && f.hard == 0 {
+        m.push_str("RLIMIT_NOFILE could not be read: check `ulimit -n` and `ulimit -Hn`");
+    } else if f.soft < f.hard {
+        m.push_str(&format!(
+            "The soft limit is below the hard limit and the tool could not raise it: raise \
+             it with `ulimit -n {}` before starting; then ~{} connections fit in one process",
+            f.hard,
+            max_connections(f.hard)
+        ));
+    } else {
+        m.push_str(&format!(
+            "This process is at its hard limit, which only a privileged user can raise (if \
+             the system allows it): use at most ~{} connections per process, or spread them \
+             over several pushgate-loadtest processes, each with its own --user-prefix \
+             (see loadtest/README.md)",
+            max_connections(f.hard)
+        ));
+    }
+    m
+}
+
+fn fd_error(e: &io::Error, requested: usize, established: u64, ctx: &Ctx) -> anyhow::Error {
+    anyhow!(fd_exhaustion_message(&FdExhaustion {
+        system_wide: e.raw_os_error() == Some(libc::ENFILE),
+        requested,
+        established,
+        fds: procstat::count_fds_below(ctx.nofile.0),
+        soft: ctx.nofile.0,
+        hard: ctx.nofile.1,
+    }))
 }
 
 /// Open `n_conns` WebSocket connections, connection i registering as user
@@ -112,12 +180,14 @@ pub async fn connect_fleet(
     if n_conns == 0 || user_names.is_empty() {
         bail!("need at least one connection and one user");
     }
-    let budget = n_conns as u64 + 64;
+    let budget = n_conns as u64 + FD_RESERVE;
     if budget > ctx.nofile.0 {
         progress!(
             "warning: {n_conns} connections need about {budget} file descriptors but \
-             RLIMIT_NOFILE is {} (20,000 per process on these machines): expect EMFILE",
-            ctx.nofile.0
+             RLIMIT_NOFILE is soft {} / hard {} (~{} connections fit): expect EMFILE",
+            ctx.nofile.0,
+            ctx.nofile.1,
+            max_connections(ctx.nofile.0)
         );
     }
     let started = clock::now();
@@ -128,6 +198,9 @@ pub async fn connect_fleet(
             .map(|u| serde_json::to_string(u).expect("string serialises"))
             .collect(),
     );
+    // Handshakes completed, counted by the connection tasks themselves: the
+    // results below arrive later, so an EMFILE error can overtake them.
+    let established = Arc::new(AtomicU64::new(0));
     let sem = Arc::new(Semaphore::new(ctx.connect_concurrency.max(1)));
     let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Result<()>)>();
     let targets: Vec<Arc<WsTarget>> = ctx.ws_targets.iter().cloned().map(Arc::new).collect();
@@ -135,6 +208,7 @@ pub async fn connect_fleet(
     for i in 0..n_conns {
         let (sem, tx, shared, users) = (sem.clone(), tx.clone(), shared.clone(), users.clone());
         let (target, event_json) = (targets[i % targets.len()].clone(), event_json.clone());
+        let established = established.clone();
         let src = if ctx.source_ips.is_empty() {
             None
         } else {
@@ -167,6 +241,7 @@ pub async fn connect_fleet(
             drop(permit);
             match opened {
                 Ok(conn) => {
+                    established.fetch_add(1, Relaxed);
                     let _ = tx.send((i, Ok(())));
                     drop(tx);
                     ws::read_loop(conn, i, shared.clone()).await;
@@ -189,8 +264,15 @@ pub async fn connect_fleet(
         match res {
             Ok(()) => ok += 1,
             Err(e) => {
-                if e.downcast_ref::<io::Error>().is_some_and(is_fd_exhaustion) {
-                    return Err(fd_error(ok, ctx));
+                if let Some(io_err) = e
+                    .downcast_ref::<io::Error>()
+                    .filter(|e| is_fd_exhaustion(e))
+                {
+                    // Still open: established minus those the server already closed.
+                    let open = established
+                        .load(Relaxed)
+                        .saturating_sub(shared.closed.load(Relaxed));
+                    return Err(fd_error(io_err, n_conns, open, ctx));
                 }
                 let hint = if e
                     .downcast_ref::<io::Error>()
@@ -397,4 +479,93 @@ pub async fn confirm(ctx: &Ctx, fleet: &Fleet, pushers: &mut Vec<Pusher>) -> Res
         pushes,
         seconds,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exhausted(soft: u64, hard: u64) -> FdExhaustion {
+        FdExhaustion {
+            system_wide: false,
+            requested: 400,
+            established: 3,
+            fds: procstat::FdCount {
+                in_use: 256,
+                sockets: 250,
+            },
+            soft,
+            hard,
+        }
+    }
+
+    #[test]
+    fn fd_message_counts_every_open_socket_not_just_established_ones() {
+        let m = fd_exhaustion_message(&exhausted(256, 256));
+        assert!(
+            m.starts_with("too many open files (EMFILE) while opening 400"),
+            "{m}"
+        );
+        assert!(
+            m.contains(
+                "256 file descriptors were open, 250 of them client sockets \
+                 (3 connections established, 247 still connecting)"
+            ),
+            "{m}"
+        );
+        assert!(m.contains("RLIMIT_NOFILE soft 256 / hard 256"), "{m}");
+    }
+
+    #[test]
+    fn fd_advice_at_the_hard_limit_comes_from_that_limit() {
+        let m = fd_exhaustion_message(&exhausted(256, 256));
+        assert!(m.contains("at its hard limit"), "{m}");
+        assert!(
+            m.contains("use at most ~192 connections per process"),
+            "{m}"
+        );
+        assert!(!m.contains("20,000") && !m.contains("19,900"), "{m}");
+        assert!(!m.contains("ulimit -n"), "{m}");
+
+        let m = fd_exhaustion_message(&exhausted(20_000, 20_000));
+        assert!(
+            m.contains("use at most ~19936 connections per process"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn fd_advice_below_the_hard_limit_is_to_raise_the_soft_limit() {
+        let m = fd_exhaustion_message(&exhausted(256, 20_000));
+        assert!(m.contains("`ulimit -n 20000`"), "{m}");
+        assert!(m.contains("~19936 connections fit in one process"), "{m}");
+        assert!(!m.contains("at its hard limit"), "{m}");
+    }
+
+    #[test]
+    fn fd_message_for_enfile_blames_the_system_table() {
+        let m = fd_exhaustion_message(&FdExhaustion {
+            system_wide: true,
+            ..exhausted(256, 256)
+        });
+        assert!(
+            m.starts_with("too many open files in the system (ENFILE)"),
+            "{m}"
+        );
+        assert!(m.contains("fs.file-max"), "{m}");
+        assert!(
+            !m.contains("ulimit -n") && !m.contains("at its hard limit"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn fd_message_survives_unknown_limits_and_closed_connections() {
+        let m = fd_exhaustion_message(&FdExhaustion {
+            established: 300,
+            ..exhausted(0, 0)
+        });
+        assert!(m.contains("0 still connecting"), "{m}");
+        assert!(m.contains("could not be read"), "{m}");
+    }
 }

@@ -6,14 +6,18 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::fleet::{confirm, connect_fleet, setup_report, Ctx};
+use crate::fleet::{confirm, connect_fleet, setup_report, Confirmed, Ctx};
 use crate::procstat::{cpu_obj, sample_self, sample_server};
 use crate::progress;
 use crate::report::Obj;
 use crate::sink::{IdleSink, Sink};
-use crate::IdleArgs;
+use crate::{IdleArgs, Outcome};
 
-pub async fn run(ctx: &Ctx, a: &IdleArgs, user_prefix: &str) -> Result<Obj> {
+/// Run `idle`. A failed recheck still yields the report (it says how many
+/// connections the server closed during the hold), but as a failed
+/// [`Outcome`], so that the exit status says the connections were not all
+/// held: a script checking only `$?` must not mistake it for a success.
+pub async fn run(ctx: &Ctx, a: &IdleArgs, user_prefix: &str) -> Result<Outcome> {
     let n_users = a
         .users
         .unwrap_or(a.connections)
@@ -91,5 +95,38 @@ pub async fn run(ctx: &Ctx, a: &IdleArgs, user_prefix: &str) -> Result<Obj> {
         (me_registered.rss_kb as f64 - me_initial.rss_kb as f64) * 1024.0 / a.connections as f64,
     );
     r.put("loadgen", l);
-    Ok(r)
+    Ok(Outcome {
+        report: r,
+        failure: recheck_failure(recheck),
+    })
+}
+
+/// The run's failure, if the recheck after the hold ran and failed.
+fn recheck_failure(recheck: Option<Result<Confirmed>>) -> Option<anyhow::Error> {
+    match recheck {
+        Some(Err(e)) => Some(e.context("recheck after the hold failed (recheck_ok false)")),
+        Some(Ok(_)) | None => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_failed_recheck_fails_the_run() {
+        let passed = Confirmed {
+            rounds: 1,
+            pushes: 1,
+            seconds: 0.1,
+        };
+        assert!(recheck_failure(None).is_none());
+        assert!(recheck_failure(Some(Ok(passed))).is_none());
+        let e = recheck_failure(Some(Err(anyhow::anyhow!("3 of 5 users unconfirmed"))))
+            .map(|e| format!("{e:#}"));
+        assert_eq!(
+            e.as_deref(),
+            Some("recheck after the hold failed (recheck_ok false): 3 of 5 users unconfirmed")
+        );
+    }
 }

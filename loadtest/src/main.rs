@@ -282,11 +282,30 @@ async fn build_ctx(c: &Common, nofile: (u64, u64)) -> Result<Ctx> {
     })
 }
 
-async fn run(cli: &Cli, nofile: (u64, u64)) -> Result<report::Obj> {
+/// A run that got as far as a report. `failure` is set when the run must
+/// still exit with status 1: the report is printed first, because it shows
+/// what went wrong (e.g. `idle`'s `recheck_error`).
+pub struct Outcome {
+    pub report: report::Obj,
+    pub failure: Option<anyhow::Error>,
+}
+
+impl Outcome {
+    fn ok(report: report::Obj) -> Outcome {
+        Outcome {
+            report,
+            failure: None,
+        }
+    }
+}
+
+async fn run(cli: &Cli, nofile: (u64, u64)) -> Result<Outcome> {
     let ctx = build_ctx(&cli.common, nofile).await?;
     match &cli.mode {
-        Mode::Load(a) => load::run(&ctx, a, &cli.common.user_prefix).await,
-        Mode::Fanout(a) => fanout::run(&ctx, a).await,
+        Mode::Load(a) => Ok(Outcome::ok(
+            load::run(&ctx, a, &cli.common.user_prefix).await?,
+        )),
+        Mode::Fanout(a) => Ok(Outcome::ok(fanout::run(&ctx, a).await?)),
         Mode::Idle(a) => idle::run(&ctx, a, &cli.common.user_prefix).await,
     }
 }
@@ -326,14 +345,17 @@ fn real_main(cli: &Cli) -> Result<()> {
             .enable_all()
             .build()?
     };
-    let report = rt.block_on(run(cli, nofile))?;
+    let outcome = rt.block_on(run(cli, nofile))?;
     let text = if cli.common.json {
-        report.to_json() + "\n"
+        outcome.report.to_json() + "\n"
     } else {
-        report.to_table()
+        outcome.report.to_table()
     };
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())?;
     out.flush()?;
-    Ok(())
+    match outcome.failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }

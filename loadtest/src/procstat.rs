@@ -107,9 +107,56 @@ pub fn cpu_obj(before: &Sample, after: &Sample, messages: u64) -> Obj {
     o
 }
 
-/// Current number of open file descriptors of this process.
-pub fn open_fds() -> Option<usize> {
-    std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count())
+/// Open file descriptors of this process, counted with `fstat` on each
+/// number in a range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdCount {
+    pub in_use: u64,
+    pub sockets: u64,
+}
+
+/// Count the open descriptors among `fds`. This is the count we need right
+/// after `EMFILE`, when every descriptor is taken: reading `/proc/self/fd`
+/// would need one more descriptor and fail, while `fstat` needs none.
+pub fn count_fds(fds: std::ops::Range<i32>) -> FdCount {
+    let mut n = FdCount {
+        in_use: 0,
+        sockets: 0,
+    };
+    for fd in fds {
+        // SAFETY: fstat only writes into the zeroed struct we pass; an fd
+        // that is not open just returns EBADF.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(fd, &mut st) } == 0 {
+            n.in_use += 1;
+            if st.st_mode & libc::S_IFMT == libc::S_IFSOCK {
+                n.sockets += 1;
+            }
+        }
+    }
+    n
+}
+
+/// Upper bound of the scan in [`count_fds_below`]: past it the scan would
+/// cost more than the error it explains is worth.
+const FD_SCAN_MAX: u64 = 1 << 20;
+
+/// Count this process's descriptors below `soft` (RLIMIT_NOFILE: the kernel
+/// hands out no descriptor numbered at or above it). `sockets` leaves out
+/// stdio (fds 0-2), which a supervisor may have made sockets: the sockets
+/// counted are the ones this process opened.
+pub fn count_fds_below(soft: u64) -> FdCount {
+    let end = if soft == 0 {
+        FD_SCAN_MAX
+    } else {
+        soft.min(FD_SCAN_MAX)
+    };
+    let stdio = count_fds(0..3);
+    let ours = count_fds(3..i32::try_from(end).unwrap_or(i32::MAX));
+    FdCount {
+        in_use: stdio.in_use + ours.in_use,
+        sockets: ours.sockets,
+    }
 }
 
 /// Raise the soft RLIMIT_NOFILE to the hard limit; returns (soft, hard).
@@ -139,12 +186,38 @@ pub fn raise_nofile() -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
 
     #[test]
     fn parses_proc_files() {
         let stat = "1234 (my (odd) prog) S 1 2 3 4 5 6 7 8 9 10 111 222 0 0 20 0 4";
         assert_eq!(parse_stat(stat), Some((111, 222)));
         assert_eq!(vm_rss_kb("Name:\tx\nVmRSS:\t  5120 kB\n"), Some(5120));
+    }
+
+    #[test]
+    fn counts_open_sockets_and_files() {
+        // Only look at the numbers we just opened: other tests open and
+        // close descriptors concurrently in this process.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let file = std::fs::File::open("/proc/self/status").unwrap();
+        let (s, f) = (listener.as_raw_fd(), file.as_raw_fd());
+        assert_eq!(
+            count_fds(s..s + 1),
+            FdCount {
+                in_use: 1,
+                sockets: 1
+            }
+        );
+        assert_eq!(
+            count_fds(f..f + 1),
+            FdCount {
+                in_use: 1,
+                sockets: 0
+            }
+        );
+        // Far above anything this test process opens.
+        assert_eq!(count_fds(1 << 29..(1 << 29) + 8).in_use, 0);
     }
 
     #[test]
