@@ -61,7 +61,12 @@ impl<'de> Deserialize<'de> for RegisterFrame {
                             *field = value.into_owned();
                         }
                     } else if key_matches(&key, "ack") {
-                        if let Some(ack) = map.next_value::<Option<bool>>()? {
+                        // To the old server `ack` is an unknown field, ignored whatever its
+                        // value: only a boolean means something here, and anything else
+                        // must not stop a registration (null keeps the value, as above).
+                        if let serde_json::Value::Bool(ack) =
+                            map.next_value::<serde_json::Value>()?
+                        {
                             frame.ack = ack;
                         }
                     } else {
@@ -114,6 +119,25 @@ mod tests {
         );
     }
 
+    /// For the old server `ack` was an unknown field: a value of another type is ignored,
+    /// and the frame still registers.
+    #[test]
+    fn an_ack_that_is_not_a_boolean_is_ignored() {
+        for frame in [
+            br#"{"token":"t","event":"e","ack":1}"#.as_slice(),
+            br#"{"token":"t","event":"e","ack":"yes"}"#,
+            br#"{"token":"t","event":"e","ack":{"a":1}}"#,
+            br#"{"token":"t","event":"e","Ack":[true]}"#,
+        ] {
+            assert_eq!(
+                RegisterFrame::parse(frame),
+                ok("t", "e"),
+                "{}",
+                String::from_utf8_lossy(frame)
+            );
+        }
+    }
+
     #[test]
     fn last_key_wins_and_null_keeps_the_value() {
         assert_eq!(
@@ -151,10 +175,6 @@ mod tests {
         assert_eq!(
             RegisterFrame::parse(b"null"),
             Err(EmptyField { ack: false })
-        );
-        assert_eq!(
-            RegisterFrame::parse(br#"{"token":"t","event":"e","ack":"yes"}"#),
-            Err(Malformed)
         );
     }
 }
