@@ -36,6 +36,16 @@ async fn close_code(ws: &mut Ws) -> u16 {
 async fn ack_replies_only_when_asked() {
     let gw = Gateway::start().await;
     let mut ws = gw.connect().await;
+    // Byte for byte as the README shows it: `type` first.
+    ws.send(Message::Text(
+        json!({"token": "ann", "event": "first", "ack": true}).to_string(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        next_text(&mut ws).await,
+        r#"{"type":"registered","event":"first"}"#
+    );
     assert_eq!(
         register_with_ack(&mut ws, "ann", "alarm").await,
         json!({"type": "registered", "event": "alarm"})

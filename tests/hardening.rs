@@ -230,9 +230,33 @@ async fn the_per_user_cap_closes_the_extra_connection_with_4029() {
         Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 4029),
         other => panic!("expected close 4029, got {other:?}"),
     }
+    // A client that asked for an ack is told why before the close, never "registered".
+    let mut fourth = gw.connect().await;
+    fourth
+        .send(Message::Text(
+            r#"{"token":"tom","event":"news","ack":true}"#.into(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_text(&mut fourth).await,
+        r#"{"type":"error","reason":"too_many_connections"}"#
+    );
+    match next(&mut fourth).await {
+        Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 4029),
+        other => panic!("expected close 4029, got {other:?}"),
+    }
     let _other_user = gw.client("uma", "alarm").await;
     assert_eq!(gw.pusher().await.push_ok("tom", "alarm", "m").await, 2);
     assert_eq!(next_text(&mut first).await, "m");
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"pushgate_connection_closes_total{reason="user_cap"}"#
+        ),
+        Some(2.0)
+    );
     gw.stop().await;
 }
 

@@ -440,10 +440,22 @@ impl Session<'_> {
                 }
             }
         }
-        self.shared
+        let bound = self
+            .shared
             .router
             .register(user, event.clone(), self.conn.clone())
             .await;
+        if !bound {
+            // The user's connection cap (the shard counted the refusal): only a first
+            // binding can be refused, so the connection is bound to nothing.
+            self.bound = None;
+            self.reply_error(frame.ack, "too_many_connections");
+            return Some(self.close(
+                CloseCode::TOO_MANY_CONNECTIONS,
+                "too many connections for this user",
+                CloseReason::UserCap,
+            ));
+        }
         metrics.registration(result);
         self.reply_registered(frame.ack, &event);
         None
@@ -466,21 +478,20 @@ impl Session<'_> {
     }
 
     /// Queues an ack frame for a client that asked for one.
-    fn reply(&self, ack: bool, body: serde_json::Value) {
+    fn reply(&self, ack: bool, body: &AckReply<'_>) {
         if ack {
-            let _ = self.conn.outbox.push_own(frame::text(&body.to_string()));
+            if let Ok(text) = serde_json::to_string(body) {
+                let _ = self.conn.outbox.push_own(frame::text(&text));
+            }
         }
     }
 
     fn reply_registered(&self, ack: bool, event: &str) {
-        self.reply(
-            ack,
-            serde_json::json!({"type": "registered", "event": event}),
-        );
+        self.reply(ack, &AckReply::Registered { event });
     }
 
     fn reply_error(&self, ack: bool, reason: &str) {
-        self.reply(ack, serde_json::json!({"type": "error", "reason": reason}));
+        self.reply(ack, &AckReply::Error { reason });
     }
 
     async fn unbind(&mut self) {
@@ -491,6 +502,14 @@ impl Session<'_> {
                 .await;
         }
     }
+}
+
+/// The opt-in ack, `type` first, as the README shows it byte for byte.
+#[derive(serde::Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum AckReply<'a> {
+    Registered { event: &'a str },
+    Error { reason: &'a str },
 }
 
 /// Reads and discards until the client closes its side (or sends its close reply).

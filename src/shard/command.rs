@@ -26,11 +26,13 @@ pub struct MultiPush {
 /// A message to the shard that owns `user`.
 #[derive(Debug)]
 pub enum Command {
-    /// Bind a connection to (user, event).
+    /// Bind a connection to (user, event); reply false when the user's connection cap
+    /// refused it (nothing bound), so that the session answers and closes it.
     Register {
         user: Arc<str>,
         event: Box<str>,
         conn: ConnHandle,
+        reply: oneshot::Sender<bool>,
     },
     /// Remove every binding of a connection (it closed).
     Unregister { user: Arc<str>, conn_id: u64 },

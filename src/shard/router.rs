@@ -57,12 +57,21 @@ impl Router {
     }
 
     /// Binds a connection; waits for room in the shard's channel (registration is never
-    /// dropped, it only slows down).
-    pub async fn register(&self, user: Arc<str>, event: Box<str>, conn: ConnHandle) {
+    /// dropped, it only slows down) and for the shard's answer: false when the user's
+    /// connection cap refused it, so that the client is told before it is closed.
+    pub async fn register(&self, user: Arc<str>, event: Box<str>, conn: ConnHandle) -> bool {
         let shard = self.shard_of(&user);
-        let _ = self.shards[shard]
-            .send(Command::Register { user, event, conn })
+        let (reply, answer) = oneshot::channel();
+        let sent = self.shards[shard]
+            .send(Command::Register {
+                user,
+                event,
+                conn,
+                reply,
+            })
             .await;
+        // A shard that is gone (shutdown) binds nothing, but refuses nothing either.
+        sent.is_err() || answer.await.unwrap_or(true)
     }
 
     /// Unbinds a connection; waits for room, because a lost unregister would leak a binding.

@@ -204,7 +204,16 @@ impl ShardState {
     /// Applies one command.
     pub fn apply(&mut self, command: Command) {
         match command {
-            Command::Register { user, event, conn } => self.register(user, event, conn),
+            Command::Register {
+                user,
+                event,
+                conn,
+                reply,
+            } => {
+                // The session may be gone (the client left): nothing was bound for it to
+                // undo if the cap refused it, and an unregister follows otherwise.
+                let _ = reply.send(self.register(user, event, conn));
+            }
             Command::Unregister { user, conn_id } => self.unregister(&user, conn_id),
             Command::Push {
                 user,
@@ -249,8 +258,10 @@ impl ShardState {
         }
     }
 
-    /// Binds `conn` to (user, event); binding the same pair twice is a no-op.
-    pub fn register(&mut self, user: Arc<str>, event: Box<str>, conn: ConnHandle) {
+    /// Binds `conn` to (user, event); binding the same pair twice is a no-op. Returns false
+    /// when the user already holds `--max-connections-per-user` connections: nothing is
+    /// bound, and the connection's session answers and closes it (4029).
+    pub fn register(&mut self, user: Arc<str>, event: Box<str>, conn: ConnHandle) -> bool {
         let event = match self.events.get(&*event) {
             Some(interned) => interned.clone(),
             None => {
@@ -275,22 +286,19 @@ impl ShardState {
             if !bound.holds(&event) {
                 bound.events.push(event);
             }
-            return;
+            return true;
         }
         if self.max_per_user > 0 && user_conns.conns.len() >= self.max_per_user {
             self.metrics.refused(RefusalReason::UserCap);
-            conn.outbox.close(frame::close(
-                CloseCode::TOO_MANY_CONNECTIONS.0,
-                "too many connections for this user",
-            ));
             forget_if_unbound(&mut self.events, &event);
-            return;
+            return false;
         }
         self.connections += 1;
         user_conns.add(Bound {
             conn,
             events: smallvec![event],
         });
+        true
     }
 
     /// Removes every binding of a connection.
@@ -480,18 +488,18 @@ mod tests {
     }
 
     #[test]
-    fn connections_past_the_user_cap_are_closed_with_4029() {
+    fn connections_past_the_user_cap_are_refused() {
         let mut s = state().with_user_cap(2);
         let (a, b, c) = (conn(1, 8), conn(2, 8), conn(3, 8));
-        s.register("u".into(), "e".into(), a.clone());
-        s.register("u".into(), "f".into(), a.clone());
-        s.register("u".into(), "e".into(), b.clone());
-        s.register("u".into(), "e".into(), c.clone());
+        assert!(s.register("u".into(), "e".into(), a.clone()));
+        assert!(s.register("u".into(), "f".into(), a.clone()));
+        assert!(s.register("u".into(), "e".into(), b.clone()));
+        assert!(!s.register("u".into(), "e".into(), c.clone()));
         assert_eq!(s.connections(), 2);
-        assert_eq!(c.outbox.close_code(), Some(4029));
         assert_eq!(s.push("u", "e", &frame::text("m"), Instant::now()), 2);
+        assert_eq!(c.outbox.len(), 0);
         // Another user is not affected.
-        s.register("v".into(), "e".into(), c.clone());
+        assert!(s.register("v".into(), "e".into(), c.clone()));
         assert_eq!(s.users(), 2);
     }
 
@@ -504,18 +512,14 @@ mod tests {
         s.register("u".into(), "e".into(), a.clone());
         s.register("u".into(), "e".into(), b.clone());
         s.register("u".into(), "f".into(), a.clone());
-        s.register("u".into(), "e".into(), c.clone());
-        assert_eq!(c.outbox.close_code(), None);
+        assert!(s.register("u".into(), "e".into(), c.clone()));
         assert_eq!(s.connections(), 3);
-        s.register("u".into(), "e".into(), d.clone());
-        assert_eq!(d.outbox.close_code(), Some(4029));
+        assert!(!s.register("u".into(), "e".into(), d.clone()));
         assert_eq!(s.push("u", "e", &frame::text("m"), Instant::now()), 3);
         assert_eq!(s.push("u", "f", &frame::text("m"), Instant::now()), 1);
         // Unbinding the connection with two events frees one place.
         s.unregister("u", 1);
-        let e = conn(5, 8);
-        s.register("u".into(), "e".into(), e.clone());
-        assert_eq!(e.outbox.close_code(), None);
+        assert!(s.register("u".into(), "e".into(), conn(5, 8)));
         assert_eq!(s.connections(), 3);
     }
 
