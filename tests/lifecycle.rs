@@ -109,12 +109,18 @@ async fn close_code(raw: &mut TcpStream) -> u16 {
 async fn protocol_violations_get_the_right_close_codes() {
     let gw = Gateway::start().await;
     let mut bystander = gw.client("lee", "alarm").await;
-    let cases: [(&[u8], u16); 5] = [
+    let cases: [(&[u8], u16); 9] = [
         (b"\x81\x02hi", 1002),               // unmasked
         (b"\xC1\x80\0\0\0\0", 1002),         // reserved bit
         (b"\x83\x80\0\0\0\0", 1002),         // unknown opcode
         (b"\x09\x80\0\0\0\0", 1002),         // fragmented ping
         (b"\x81\x82\0\0\0\0\xFF\xFE", 1007), // invalid UTF-8
+        // Close codes: registered ones are echoed (1012 service restart, 1013 try again
+        // later, as gorilla accepts them); reserved or unassigned ones are a violation.
+        (b"\x88\x82\0\0\0\0\x03\xF4", 1012),
+        (b"\x88\x82\0\0\0\0\x03\xF5", 1013),
+        (b"\x88\x82\0\0\0\0\x03\xF6", 1002), // 1014
+        (b"\x88\x82\0\0\0\0\x03\xEC", 1002), // 1004
     ];
     for (frame, code) in cases {
         let mut raw = raw_websocket(&gw).await;

@@ -33,9 +33,11 @@ impl CloseCode {
     /// The token expired while connected: reconnect with a fresh one.
     pub const TOKEN_EXPIRED: Self = Self(4408);
 
-    /// Whether a peer may put this code in a close frame (RFC 6455 §7.4).
+    /// Whether a peer may put this code in a close frame: RFC 6455 §7.4 and the codes IANA
+    /// registered since (1012 service restart, 1013 try again later), as gorilla, the old
+    /// server's library, accepts them; 1014 and 1015 stay refused, as there.
     pub fn may_be_sent_by_peer(self) -> bool {
-        matches!(self.0, 1000..=1003 | 1007..=1011 | 3000..=4999)
+        matches!(self.0, 1000..=1003 | 1007..=1013 | 3000..=4999)
     }
 }
 
@@ -45,10 +47,10 @@ mod tests {
 
     #[test]
     fn reserved_codes_may_not_be_sent() {
-        for code in [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000] {
+        for code in [0, 999, 1004, 1005, 1006, 1014, 1015, 1016, 2999, 5000] {
             assert!(!CloseCode(code).may_be_sent_by_peer(), "{code}");
         }
-        for code in [1000, 1001, 1002, 1003, 1007, 1011, 3000, 4999] {
+        for code in [1000, 1001, 1002, 1003, 1007, 1011, 1012, 1013, 3000, 4999] {
             assert!(CloseCode(code).may_be_sent_by_peer(), "{code}");
         }
     }
