@@ -326,6 +326,10 @@ pub enum ConfigError {
     ListenerClash,
     #[error("push keys must not be empty")]
     EmptyPushKey,
+    #[error("--log {filter:?}: {reason}")]
+    LogFilter { filter: String, reason: String },
+    #[error("--alertmanager-receiver {0:?}: expected RECEIVER=USER1,USER2 (a name and at least one user)")]
+    AlertmanagerReceiver(String),
     #[error("{place}: a push key is one word of visible ASCII (no spaces; `#` comments go on their own line)")]
     InvalidPushKey { place: String },
     #[error("cannot read --push-keys-file {path}: {reason}")]
@@ -367,6 +371,7 @@ impl Config {
             ("--conn-queue-bytes", self.conn_queue_bytes),
             ("--max-message-size", self.max_message_size),
             ("--max-push-body", self.max_push_body),
+            ("--max-batch", self.max_batch),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(flag));
@@ -412,6 +417,15 @@ impl Config {
         if !self.nats_url.is_empty() {
             crate::cluster::connect::check(self)
                 .map_err(|error| ConfigError::Nats(error.to_string()))?;
+        }
+        check_log_filter(&self.log)?;
+        for spec in &self.alertmanager_receivers {
+            let well_formed = spec.split_once('=').is_some_and(|(name, users)| {
+                !name.trim().is_empty() && users.split(',').any(|u| !u.trim().is_empty())
+            });
+            if !well_formed {
+                return Err(ConfigError::AlertmanagerReceiver(spec.clone()));
+            }
         }
         Ok(())
     }
@@ -482,6 +496,30 @@ fn available_cores() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
+}
+
+/// The log filter must parse, and a directive without `=` must be a level: tracing takes
+/// a bare word such as `verbose` for a target name and then logs nothing at all, which is
+/// a configuration mistake, not a wish.
+fn check_log_filter(filter: &str) -> Result<(), ConfigError> {
+    let refuse = |reason: String| ConfigError::LogFilter {
+        filter: filter.to_owned(),
+        reason,
+    };
+    tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| refuse(e.to_string()))?;
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    for directive in filter.split(',').map(str::trim) {
+        if !directive.is_empty()
+            && !directive.contains('=')
+            && !LEVELS.iter().any(|l| directive.eq_ignore_ascii_case(l))
+        {
+            return Err(refuse(format!(
+                "{directive:?} is neither a level ({}) nor TARGET=LEVEL",
+                LEVELS.join(", ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -568,6 +606,38 @@ mod tests {
                 b"old-key".to_vec()
             ]
         );
+    }
+
+    #[test]
+    fn log_filters_max_batch_and_receivers_are_checked() {
+        for good in ["info", "warn,pushgate=debug", "pushgate::http=trace", "OFF"] {
+            assert!(parse(&["--log", good]).validate().is_ok(), "{good}");
+        }
+        for bad in ["verbose", "warn,pushgate=bogus", "pushgate=bogus["] {
+            assert!(
+                matches!(
+                    parse(&["--log", bad]).validate(),
+                    Err(ConfigError::LogFilter { .. })
+                ),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            parse(&["--max-batch", "0"]).validate(),
+            Err(ConfigError::Zero("--max-batch"))
+        ));
+        assert!(parse(&["--alertmanager-receiver", "ops=ann, bob"])
+            .validate()
+            .is_ok());
+        for bad in ["bad", "=u1", "r=", "r= , "] {
+            assert!(
+                matches!(
+                    parse(&["--alertmanager-receiver", bad]).validate(),
+                    Err(ConfigError::AlertmanagerReceiver(_))
+                ),
+                "{bad}"
+            );
+        }
     }
 
     /// A key no `Authorization: Bearer` header can carry intact (an inline comment, inner
