@@ -26,6 +26,7 @@ use crate::auth::Authenticator;
 use crate::cluster::{Cluster, ClusterError, Delivery};
 use crate::config::{Config, ConfigError};
 use crate::http::service::{self, ListenerRole, RequestContext};
+use crate::log_throttle::LogThrottle;
 use crate::metrics::{Metrics, RefusalReason, UPKEEP_INTERVAL};
 use crate::shard::{self, MultiPush, PushRefused, Router, UserHook};
 use crate::ws::frame;
@@ -38,12 +39,31 @@ pub struct Listeners {
     pub internal: TcpListener,
 }
 
+/// A listener that could not be bound, named so that the operator knows which address
+/// conflicts.
+#[derive(Debug, thiserror::Error)]
+#[error("binding the {role} listener ({flag} {addr}): {source}")]
+pub struct BindError {
+    role: &'static str,
+    flag: &'static str,
+    addr: std::net::SocketAddr,
+    source: io::Error,
+}
+
 impl Listeners {
     /// Binds both addresses of the configuration.
-    pub async fn bind(config: &Config) -> io::Result<Self> {
+    pub async fn bind(config: &Config) -> Result<Self, BindError> {
+        let bind = |role, flag, addr| async move {
+            TcpListener::bind(addr).await.map_err(|source| BindError {
+                role,
+                flag,
+                addr,
+                source,
+            })
+        };
         Ok(Self {
-            public: TcpListener::bind(config.listen).await?,
-            internal: TcpListener::bind(config.internal_listen).await?,
+            public: bind("public", "--listen", config.listen).await?,
+            internal: bind("internal", "--internal-listen", config.internal_listen).await?,
         })
     }
 }
@@ -68,6 +88,8 @@ pub struct Shared {
     drain_seed: u64,
     /// Every WebSocket session; shutdown waits for them.
     sessions: TaskTracker,
+    /// Running out of descriptors is logged once per interval, whichever listener hits it.
+    fd_exhausted_logged: LogThrottle,
 }
 
 impl Shared {
@@ -258,6 +280,7 @@ pub async fn run_with_auth(
         }
     });
     warn_about_exposure(&config, &listeners);
+    warn_about_fd_budget(&config);
     let router = Router::new(senders);
     let cluster = match (interest, changes) {
         (Some(interest), Some(changes)) => {
@@ -277,6 +300,7 @@ pub async fn run_with_auth(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64),
         sessions: TaskTracker::new(),
+        fd_exhausted_logged: LogThrottle::new(FD_LOG_INTERVAL),
         metrics,
         auth,
         config,
@@ -351,6 +375,23 @@ fn addr(listener: &TcpListener) -> String {
         .unwrap_or_default()
 }
 
+/// An explicit `--max-connections` past what the open-file limit holds (less the reserve
+/// the default keeps for pushers, scrapes and logs) means the process runs out of
+/// descriptors before the cap refuses anyone: say so at start-up.
+fn warn_about_fd_budget(config: &Config) {
+    let limit = crate::metrics::process::ProcessStats::read().max_fds as usize;
+    let budget = limit.saturating_sub(limit / 20 + 64);
+    if limit > 0 && config.max_connections > budget {
+        tracing::warn!(
+            max_connections = config.max_connections,
+            open_file_limit = limit,
+            "--max-connections exceeds what the open-file limit leaves for WebSockets \
+             (~{budget}): new connections will be refused for lack of descriptors, and \
+             pushes and scrapes may be too"
+        );
+    }
+}
+
 fn warn_about_exposure(config: &Config, listeners: &Listeners) {
     let public_is_loopback = listeners
         .public
@@ -380,7 +421,7 @@ async fn accept_loop(listener: TcpListener, ctx: RequestContext) {
                 tokio::spawn(serve_http(TokioIo::new(stream), ctx.clone()));
             }
             Err(error) if is_out_of_fds(&error) => {
-                reserve.shed(&listener, &ctx.shared.metrics).await;
+                reserve.shed(&listener, &ctx).await;
             }
             Err(error) => tracing::debug!(%error, "accept failed"),
         }
@@ -395,11 +436,13 @@ fn is_out_of_fds(error: &io::Error) -> bool {
 }
 
 /// One file descriptor held back for the moment the process runs out: it is released to
-/// accept the waiting connection, answer it 503 and close it, so that clients get a clear
+/// accept the waiting connection, answer it and close it, so that clients get a clear
 /// answer instead of hanging in the backlog, and the accept loop does not spin on EMFILE.
+/// The answer is 503, except to a liveness probe: the process is alive and still serves
+/// its connections, and a restart would drop them all (`/readyz` says 503: not ready for
+/// new ones).
 struct FdReserve {
     file: Option<std::fs::File>,
-    last_logged: Option<Instant>,
 }
 
 /// How often running out of descriptors is logged (it is counted every time).
@@ -412,26 +455,50 @@ const FD_EXHAUSTED_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 Retry-After: 1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 24\r\n\
 Connection: close\r\n\r\nout of file descriptors\n";
 
+const FD_EXHAUSTED_ALIVE: &[u8] = b"HTTP/1.1 200 OK\r\n\
+Content-Type: text/plain; charset=utf-8\r\nContent-Length: 3\r\n\
+Connection: close\r\n\r\nok\n";
+
+/// Whether the start of a request is a liveness probe (`GET` or `HEAD` of `/healthz`).
+fn is_liveness_probe(head: &[u8]) -> bool {
+    [&b"GET /healthz "[..], b"GET /healthz?", b"HEAD /healthz "]
+        .iter()
+        .any(|probe| head.starts_with(probe))
+}
+
 impl FdReserve {
     fn new() -> Self {
         Self {
             file: std::fs::File::open("/dev/null").ok(),
-            last_logged: None,
         }
     }
 
-    async fn shed(&mut self, listener: &TcpListener, metrics: &Metrics) {
-        metrics.refused(RefusalReason::FdExhausted);
-        if self
-            .last_logged
-            .is_none_or(|at| at.elapsed() >= FD_LOG_INTERVAL)
-        {
-            tracing::warn!("out of file descriptors: refusing new connections with 503");
-            self.last_logged = Some(Instant::now());
+    async fn shed(&mut self, listener: &TcpListener, ctx: &RequestContext) {
+        let shared = &ctx.shared;
+        shared.metrics.refused(RefusalReason::FdExhausted);
+        if shared.fd_exhausted_logged.ready() {
+            tracing::warn!(
+                listener = ?ctx.role,
+                open_connections = shared.open_connections.load(Ordering::Relaxed),
+                "out of file descriptors: refusing new connections with 503 \
+                 (lower --max-connections or raise the open-file limit)"
+            );
         }
         if self.file.take().is_some() {
             if let Ok(Ok((stream, _))) = tokio::time::timeout(FD_BACKOFF, listener.accept()).await {
-                let _ = stream.try_write(FD_EXHAUSTED_RESPONSE);
+                // Read the request (a probe's fits): a socket closed with unread bytes sends
+                // a reset, which can reach the client before the answer does.
+                let mut head = [0u8; 1024];
+                let read = match tokio::time::timeout(FD_BACKOFF, stream.readable()).await {
+                    Ok(Ok(())) => stream.try_read(&mut head).unwrap_or(0),
+                    _ => 0,
+                };
+                let answer = if is_liveness_probe(&head[..read]) {
+                    FD_EXHAUSTED_ALIVE
+                } else {
+                    FD_EXHAUSTED_RESPONSE
+                };
+                let _ = stream.try_write(answer);
             }
             self.file = std::fs::File::open("/dev/null").ok();
         }

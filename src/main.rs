@@ -41,8 +41,12 @@ fn main() -> ExitCode {
     match serve(config, auth) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!("{error:#}");
-            eprintln!("error: {error:#}");
+            // Once, where the operator reads the logs; on stderr when logging is off.
+            if tracing::enabled!(tracing::Level::ERROR) {
+                tracing::error!("{error:#}");
+            } else {
+                eprintln!("error: {error:#}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -71,9 +75,7 @@ fn serve(config: Config, auth: Arc<dyn Authenticator>) -> anyhow::Result<()> {
         .build()
         .context("starting the tokio runtime")?;
     runtime.block_on(async {
-        let listeners = Listeners::bind(&config)
-            .await
-            .with_context(|| format!("binding {} and {}", config.listen, config.internal_listen))?;
+        let listeners = Listeners::bind(&config).await?;
         pushgate::run_with_auth(listeners, config, auth, shutdown_signal()).await?;
         Ok(())
     })

@@ -373,6 +373,22 @@ async fn a_slow_consumer_that_reads_again_gets_close_4001() {
     gw.stop().await;
 }
 
+/// An address in use names the listener that could not bind, once, and exits 1.
+#[test]
+fn a_listener_that_cannot_bind_is_named_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pushgate"))
+        .args(["--listen", "127.0.0.1:0", "--internal-listen", &taken])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let named = format!("binding the internal listener (--internal-listen {taken})");
+    assert_eq!(stderr.matches(&named).count(), 1, "{stderr}");
+    assert!(!stderr.contains("public listener"), "{stderr}");
+}
+
 #[tokio::test]
 async fn shutdown_closes_every_websocket_with_1001() {
     let gw = Gateway::start().await;
@@ -424,6 +440,9 @@ fn bad_configuration_exits_with_status_64() {
     let binary = env!("CARGO_BIN_EXE_pushgate");
     for args in [
         &["--shards", "0"][..],
+        &["--log", "verbose"],
+        &["--max-batch", "0"],
+        &["--alertmanager-receiver", "=u1"],
         &["--listen", "not-an-address"],
         &["--ws-path", "ws"],
         &["--no-such-flag"],

@@ -10,6 +10,28 @@ use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+/// Sends `request_line` as an HTTP/1.1 request on a new connection and returns the status
+/// code of the answer.
+async fn raw_status(addr: std::net::SocketAddr, request_line: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(format!("{request_line} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
+        .await
+        .expect("an answer within the wait bound")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    answer
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"))
+        .to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_file_descriptors_refuses_cleanly_and_recovers() {
     // hyper closes keep-alive connections idle for the header timeout; the pusher opened
@@ -38,6 +60,16 @@ async fn out_of_file_descriptors_refuses_cleanly_and_recovers() {
         Some(503),
         "connections are refused with 503 at the limit"
     );
+    // Alive but not ready: a liveness probe still gets 200 (a restart would drop every
+    // connection it serves), readiness and everything else 503.
+    for (request, status) in [
+        ("GET /healthz", "200"),
+        ("HEAD /healthz", "200"),
+        ("GET /readyz", "503"),
+        ("GET /ws", "503"),
+    ] {
+        assert_eq!(raw_status(gw.addr, request).await, status, "{request}");
+    }
     // The gateway still serves its existing clients.
     assert_eq!(pusher.push_ok("keeper", "alarm", "still served").await, 1);
     assert_eq!(next_text(&mut kept).await, "still served");
