@@ -553,6 +553,7 @@ impl Shared {
             conn_ids: AtomicU64::new(1),
             drain_seed: 0,
             sessions: TaskTracker::new(),
+            fd_exhausted_logged: LogThrottle::new(FD_LOG_INTERVAL),
             metrics,
             auth: Arc::new(crate::auth::IdentityAuthenticator),
             config,
