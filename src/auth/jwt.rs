@@ -106,6 +106,10 @@ impl JwtAuthenticator {
                 required.push("iss");
             }
             validation.set_required_spec_claims(&required);
+            // Two keys under one kid: which one verifies a token would be a guess.
+            if keys.contains_key(&kid) {
+                return Err(bad(format!("key id {kid:?} given twice")));
+            }
             keys.insert(
                 kid,
                 Key {
@@ -334,6 +338,29 @@ mod tests {
             assert_eq!(identity.user_id, "alice");
             assert!(identity.expires_at.is_none_or(|at| at > SystemTime::now()));
         }
+    }
+
+    #[test]
+    fn a_key_id_given_twice_is_refused() {
+        let dir = std::env::temp_dir().join(format!("pushgate-jwt-dup-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("hs.key");
+        std::fs::write(&path, SECRET).unwrap();
+        let spec = format!("a=HS256:{}", path.display());
+        let config = Config::parse_from([
+            "pushgate",
+            "--auth",
+            "jwt",
+            "--jwt-key",
+            &spec,
+            "--jwt-key",
+            &spec,
+        ]);
+        let error = JwtAuthenticator::from_config(&config).unwrap_err();
+        assert!(
+            error.to_string().contains(r#"key id "a" given twice"#),
+            "{error}"
+        );
     }
 
     #[test]

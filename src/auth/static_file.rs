@@ -16,8 +16,11 @@ pub struct StaticAuthenticator {
     tokens: RwLock<Arc<HashMap<String, String>>>,
 }
 
+/// A token listed twice is refused: which user it would name is a guess, and a wrong guess
+/// delivers one user's alerts to another.
 fn parse(text: &str) -> Result<HashMap<String, String>, String> {
     let mut tokens = HashMap::new();
+    let mut first_line = HashMap::new();
     for (number, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -26,6 +29,12 @@ fn parse(text: &str) -> Result<HashMap<String, String>, String> {
         let mut parts = line.split_whitespace();
         match (parts.next(), parts.next(), parts.next()) {
             (Some(token), Some(user), None) => {
+                if let Some(first) = first_line.insert(token, number + 1) {
+                    return Err(format!(
+                        "line {}: token repeated (first on line {first})",
+                        number + 1
+                    ));
+                }
                 tokens.insert(token.to_owned(), user.to_owned());
             }
             _ => return Err(format!("line {}: expected `token userId`", number + 1)),
@@ -87,5 +96,9 @@ mod tests {
         assert_eq!(tokens.get("tok-2").map(String::as_str), Some("bob"));
         assert!(parse("just-a-token\n").is_err());
         assert!(parse("a b c\n").is_err());
+        assert_eq!(
+            parse("tok-dup alice\n# later\ntok-dup bob\n"),
+            Err("line 3: token repeated (first on line 1)".to_owned())
+        );
     }
 }
