@@ -265,6 +265,15 @@ async fn disconnect_closes_the_users_connections_with_4000() {
     }
     assert_eq!(gw.pusher().await.push_ok("dana", "alarm", "still").await, 1);
     assert_eq!(next_text(&mut alarm).await, "still");
+    // An empty event name is a mistake (400, as on push), not "no event matched".
+    let (status, reply) = post(
+        &gw,
+        "/api/v2/disconnect",
+        json!({"userId": "dana", "event": ""}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply["message"], "event must not be empty");
     let (_, reply) = post(&gw, "/api/v2/disconnect", json!({"userId": "dana"})).await;
     assert_eq!(reply, json!({"closed": 1}));
     gw.stop().await;

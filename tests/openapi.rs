@@ -13,6 +13,14 @@ async fn every_documented_example_gets_its_documented_status() {
             .unwrap(),
     )
     .unwrap();
+    // Every error code the gateway answers must be one the spec lists: a client generated
+    // from it rejects any other.
+    let codes: Vec<&str> = spec["components"]["schemas"]["Error"]["properties"]["error"]["enum"]
+        .as_array()
+        .expect("the Error schema lists its codes")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
     let gw = Gateway::start().await;
     let mut alice = gw.client("alice", "alarm").await;
     let mut checked = 0;
@@ -51,6 +59,10 @@ async fn every_documented_example_gets_its_documented_status() {
                 assert!(
                     body["error"].is_string() && body["message"].is_string(),
                     "{body}"
+                );
+                assert!(
+                    codes.contains(&body["error"].as_str().unwrap_or_default()),
+                    "{path} {name}: {body} uses a code the Error schema does not list"
                 );
             }
             checked += 1;

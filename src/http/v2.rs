@@ -188,6 +188,10 @@ async fn respond(request: Request<Incoming>, ctx: &RequestContext) -> Result<Val
         "disconnect" => {
             let disconnect: DisconnectBody = parse(&body)?;
             non_empty("userId", &disconnect.user_id)?;
+            // Absent or null means every event; an empty name is a mistake, as on push.
+            if let Some(event) = &disconnect.event {
+                non_empty("event", event)?;
+            }
             let close = frame::close(CloseCode::DISCONNECTED.0, DISCONNECTED_REASON);
             // In cluster mode it reaches the nodes holding the user's bucket, like a push.
             let delivery = shared
