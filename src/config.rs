@@ -52,7 +52,8 @@ pub struct Config {
     )]
     pub internal_listen: SocketAddr,
 
-    /// Also serve the push endpoint on the public listener. Requires push keys.
+    /// Also serve the push endpoints on the public listener: `/push` and all of `/api/v2/`
+    /// (push, batch, broadcast, disconnect, alertmanager). Requires push keys.
     #[arg(long, env = "PUSHGATE_PUBLIC_PUSH")]
     pub public_push: bool,
 
