@@ -203,6 +203,8 @@ async fn handshakes_outside_rfc_6455_are_400_and_name_the_version_spoken() {
     let nonce = "dGhlIHNhbXBsZSBub25jZQ==";
     for (version, key) in [
         (Some("8"), Some(nonce)),
+        (Some("8, 7"), Some(nonce)),
+        (Some("130"), Some(nonce)),
         (None, Some(nonce)),
         (Some("13"), None),
         (Some("13"), Some("abc")),
@@ -220,8 +222,14 @@ async fn handshakes_outside_rfc_6455_are_400_and_name_the_version_spoken() {
             "{version:?} {key:?}"
         );
     }
-    // What browsers send is accepted, Firefox's "Connection: keep-alive, Upgrade" included.
-    for (connection, version) in [("keep-alive, Upgrade", "13"), ("upgrade", "13")] {
+    // What browsers send is accepted, Firefox's "Connection: keep-alive, Upgrade" included,
+    // and a version list that holds 13 (gorilla accepted it too).
+    for (connection, version) in [
+        ("keep-alive, Upgrade", "13"),
+        ("upgrade", "13"),
+        ("upgrade", "13, 8"),
+        ("upgrade", "8,13"),
+    ] {
         let mut raw = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
         let request = format!(
             "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: {connection}\r\nUpgrade: websocket\r\n\

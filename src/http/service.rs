@@ -154,6 +154,11 @@ fn upgrade(mut request: Request<Incoming>, ctx: RequestContext) -> Response<Body
         shared.metrics.refused(RefusalReason::GlobalCap);
         return unavailable("connection limit reached\n");
     };
+    // The check accepted a version list holding 13; fastwebsockets wants exactly "13".
+    request.headers_mut().insert(
+        SEC_WEBSOCKET_VERSION,
+        HeaderValue::from_static(handshake::VERSION),
+    );
     let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut request) {
         Ok(parts) => parts,
         Err(error) => return text(StatusCode::BAD_REQUEST, format!("{error}\n")),

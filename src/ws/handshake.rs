@@ -41,10 +41,14 @@ pub fn check<B>(request: &Request<B>) -> Result<(), HandshakeRefusal> {
         return Err(HandshakeRefusal::NotUpgrade);
     }
     let headers = request.headers();
-    // RFC 6455 section 4.1: a client sends exactly 13 (fastwebsockets insists too).
-    let version_ok = headers
-        .get("sec-websocket-version")
-        .is_some_and(|value| value.as_bytes().trim_ascii() == VERSION.as_bytes());
+    // RFC 6455 section 4.1: a client sends 13. Like gorilla, a list that holds 13 among
+    // others (`13, 8`) is accepted; the upgrade then answers as version 13.
+    let version_ok = headers.get("sec-websocket-version").is_some_and(|value| {
+        value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .any(|token| token.trim_ascii() == VERSION.as_bytes())
+    });
     if !version_ok {
         return Err(HandshakeRefusal::UnsupportedVersion);
     }
