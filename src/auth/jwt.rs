@@ -212,18 +212,19 @@ mod tests {
         encode(&header, &claims, &EncodingKey::from_secret(SECRET)).unwrap()
     }
 
-    #[test]
-    fn a_valid_token_gives_its_subject_and_expiry() {
-        let auth = authenticator(&[]);
-        let exp = unix_now() + 600;
+    /// Verifies alice's HS256 token expiring at `exp`.
+    fn verify_alice(auth: &JwtAuthenticator, exp: u64) -> Identity {
+        let claims = serde_json::json!({"sub": "alice", "exp": exp});
         let identity = auth
-            .verify(&token(
-                serde_json::json!({"sub": "alice", "exp": exp}),
-                Some("k1"),
-                Algorithm::HS256,
-            ))
+            .verify(&token(claims, Some("k1"), Algorithm::HS256))
             .unwrap();
         assert_eq!(identity.user_id, "alice");
+        identity
+    }
+
+    #[test]
+    fn a_valid_token_gives_its_subject_and_expiry() {
+        let identity = verify_alice(&authenticator(&[]), unix_now() + 600);
         assert!(identity.expires_at.unwrap() > SystemTime::now());
     }
 
@@ -328,14 +329,7 @@ mod tests {
     fn an_exp_beyond_any_clock_is_no_expiry() {
         let auth = authenticator(&[]);
         for exp in [i64::MAX as u64, i64::MAX as u64 - 29, u64::MAX] {
-            let identity = auth
-                .verify(&token(
-                    serde_json::json!({"sub": "alice", "exp": exp}),
-                    Some("k1"),
-                    Algorithm::HS256,
-                ))
-                .unwrap();
-            assert_eq!(identity.user_id, "alice");
+            let identity = verify_alice(&auth, exp);
             assert!(identity.expires_at.is_none_or(|at| at > SystemTime::now()));
         }
     }
