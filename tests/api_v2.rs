@@ -196,6 +196,7 @@ async fn batch_answers_each_item() {
             {"userId": "alice", "event": "alarm", "message": "one"},
             {"userId": "alice", "event": "", "message": "bad"},
             {"userIds": ["alice", "carol"], "event": "alarm", "message": {"n": 2}},
+            5,
         ]}),
     )
     .await;
@@ -204,8 +205,42 @@ async fn batch_answers_each_item() {
     assert_eq!(results[0], json!({"sent": 1}));
     assert_eq!(results[1]["error"], "bad_request");
     assert_eq!(results[2], json!({"sent": 1}));
+    // A malformed item's message names the item and what was expected, in the API's terms.
+    assert_eq!(results[3]["error"], "bad_request");
+    let message = results[3]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("pushes[3]: ") && message.contains("expected a push object"),
+        "{message}"
+    );
     assert_eq!(next_text(&mut alice).await, "one");
     assert_eq!(next_text(&mut alice).await, r#"{"n":2}"#);
+    gw.stop().await;
+}
+
+/// A lone surrogate escape cannot become a text frame: 400, with a message that says so
+/// rather than serde's "unexpected end of hex escape".
+#[tokio::test]
+async fn a_message_with_a_lone_surrogate_is_refused_with_a_clear_message() {
+    let gw = Gateway::start().await;
+    let (status, reply) = gw
+        .pusher()
+        .await
+        .request(
+            "POST",
+            "/api/v2/push",
+            &[("content-type", "application/json")],
+            r#"{"userId":"alice","event":"alarm","message":"a\ud800b"}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let reply: serde_json::Value = serde_json::from_str(&reply).unwrap();
+    assert!(
+        reply["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("message is not valid Unicode"),
+        "{reply}"
+    );
     gw.stop().await;
 }
 

@@ -245,8 +245,15 @@ fn message_text(message: Option<&RawValue>) -> Result<Cow<'_, str>, ApiError> {
     if !text.starts_with('"') {
         return Ok(Cow::Borrowed(text));
     }
-    let JsonString(decoded) =
-        serde_json::from_str(text).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    // The body already parsed as JSON, so a string that does not decode holds an escape
+    // of a lone surrogate (`\ud800`), which no text frame can carry; serde's own message
+    // ("unexpected end of hex escape" at a position inside the value) would mislead.
+    let JsonString(decoded) = serde_json::from_str(text).map_err(|_| {
+        ApiError::bad_request(
+            "message is not valid Unicode: a lone surrogate escape (such as \\ud800) \
+             cannot be sent as a WebSocket text frame",
+        )
+    })?;
     if decoded.is_empty() {
         return Err(ApiError::bad_request("message must not be empty"));
     }
@@ -258,7 +265,7 @@ fn message_text(message: Option<&RawValue>) -> Result<Cow<'_, str>, ApiError> {
 struct JsonString<'a>(#[serde(borrow)] Cow<'a, str>);
 
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", expecting = "a push object")]
 struct PushBody<'a> {
     user_id: Option<String>,
     user_ids: Option<Vec<String>>,
@@ -387,11 +394,16 @@ async fn batch(ctx: &RequestContext, body: &[u8]) -> Result<Value, ApiError> {
             format!("at most {max} pushes per batch"),
         ));
     }
-    let items = batch.pushes.into_iter().map(|item| async move {
-        let push = serde_json::from_str::<PushBody<'_>>(item.get())
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        push_one(ctx, push).await
-    });
+    let items = batch
+        .pushes
+        .into_iter()
+        .enumerate()
+        .map(|(at, item)| async move {
+            // Positions in serde's message are inside the item: say which item it is.
+            let push = serde_json::from_str::<PushBody<'_>>(item.get())
+                .map_err(|e| ApiError::bad_request(format!("pushes[{at}]: {e}")))?;
+            push_one(ctx, push).await
+        });
     let results = futures_util::future::join_all(items)
         .await
         .into_iter()
