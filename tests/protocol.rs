@@ -222,6 +222,20 @@ async fn handshakes_outside_rfc_6455_are_400_and_name_the_version_spoken() {
             "{version:?} {key:?}"
         );
     }
+    // An HTTP/1.0 upgrade is not a WebSocket handshake (RFC 6455 4.2.1).
+    let mut raw = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let request = format!(
+        "GET /ws HTTP/1.0\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {nonce}\r\n\r\n"
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut raw, request.as_bytes())
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    tokio::io::AsyncReadExt::read_exact(&mut raw, &mut head)
+        .await
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.0 400");
     // What browsers send is accepted, Firefox's "Connection: keep-alive, Upgrade" included,
     // and a version list that holds 13 (gorilla accepted it too).
     for (connection, version) in [

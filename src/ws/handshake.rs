@@ -37,7 +37,11 @@ pub fn check<B>(request: &Request<B>) -> Result<(), HandshakeRefusal> {
     if request.method() != Method::GET {
         return Err(HandshakeRefusal::NotGet);
     }
-    if !fastwebsockets::upgrade::is_upgrade_request(request) {
+    // RFC 6455 section 4.2.1: the handshake is an HTTP/1.1 (or later) request; hyper would
+    // answer an HTTP/1.0 one with "HTTP/1.0 101", which no client can rely on.
+    if !fastwebsockets::upgrade::is_upgrade_request(request)
+        || request.version() < hyper::Version::HTTP_11
+    {
         return Err(HandshakeRefusal::NotUpgrade);
     }
     let headers = request.headers();
