@@ -26,12 +26,12 @@ export const CloseCode = Object.freeze({
   INVALID_PAYLOAD: 1007,
   MESSAGE_TOO_BIG: 1009,
   SERVICE_RESTART: 1012,
+  DISCONNECTED: 4000,
   SLOW_CONSUMER: 4001,
   IDLE_TIMEOUT: 4002,
   REGISTER_TIMEOUT: 4003,
   TOO_MANY_CONNECTIONS: 4029,
   UNAUTHORIZED: 4401,
-  ORIGIN_REFUSED: 4403,
   TOKEN_EXPIRED: 4408,
 });
 
@@ -61,7 +61,9 @@ export function closePolicy(code, { clientInitiated = false, canRefreshToken = f
     case CloseCode.TOO_MANY_CONNECTIONS:
       return { action: 'reconnect', delay: 'long' };
     case CloseCode.UNAUTHORIZED:
-    case CloseCode.ORIGIN_REFUSED:
+    // The operator disconnected this user (POST /api/v2/disconnect: a logout, a revoked
+    // session): coming straight back would undo it. The page decides (connect() again).
+    case CloseCode.DISCONNECTED:
       return { action: 'refuse' };
     case CloseCode.TOKEN_EXPIRED:
       return canRefreshToken ? { action: 'reconnect', delay: 'backoff' } : { action: 'refuse' };
@@ -162,13 +164,17 @@ export class PushgateClient extends EventTarget {
     return this;
   }
 
-  /** Closes for good: no reconnect until connect() is called again. */
+  /**
+   * Closes for good: no reconnect until connect() is called again. The socket is let go at
+   * once (its own close event is ignored), so that connect() right after opens a new one.
+   */
   close(reason = '') {
     this._stopped = true;
     this._gen++;
     this._cancelReconnect();
     this._clearTimers();
     const ws = this._ws;
+    this._ws = null;
     if (ws && ws.readyState !== 2 && ws.readyState !== 3) {
       try {
         ws.close(CloseCode.NORMAL, reason);
@@ -176,7 +182,11 @@ export class PushgateClient extends EventTarget {
         /* already closing */
       }
     }
-    if (!ws && this.state !== 'closed') this._setState('closed');
+    if (ws) {
+      this._decide({ action: 'stop' }, { code: CloseCode.NORMAL, reason, wasClean: true });
+    } else if (this.state !== 'closed') {
+      this._setState('closed');
+    }
     return this;
   }
 

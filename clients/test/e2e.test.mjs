@@ -85,6 +85,34 @@ test('the page registers, a push is answered "sent to 1 clients" and rendered', 
   }
 });
 
+test("an operator's disconnect (4000) stops the page instead of being undone by a reconnect", { timeout: TEST_TIMEOUT }, async () => {
+  const gateway = await Gateway.start();
+  try {
+    await withLogs([gateway], async () => {
+      const page = await openPage(browser.context);
+      await page.goto(gateway.publicUrl + demoPath({ token: 'carol', event: 'alarm', minDelay: 100, maxDelay: 300 }));
+      await waitForStatus(page, 'registered');
+      const res = await fetch(`${gateway.internalUrl}/api/v2/disconnect`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ userId: 'carol' }),
+      });
+      assert.deepEqual(await res.json(), { closed: 1 });
+      await waitForStatus(page, 'refused');
+      const after = await page.evaluate(() => ({
+        closes: window.pushgateDemo.closes,
+        reconnectScheduled: window.pushgateDemo.client.reconnectScheduled,
+      }));
+      assert.deepEqual(after, { closes: [4000], reconnectScheduled: false });
+      assert.equal((await gateway.push('carol', 'alarm', 'x')).body, 'message sent to 0 clients');
+      assert.deepEqual(page.problems, []);
+      await page.close();
+    });
+  } finally {
+    await gateway.stop();
+  }
+});
+
 test('after a gateway restart on the same ports the page re-registers and gets pushes', { timeout: TEST_TIMEOUT }, async () => {
   const gateways = [await Gateway.start()];
   try {

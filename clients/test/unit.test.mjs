@@ -43,8 +43,9 @@ test('close-code policy', () => {
     [4002, { action: 'reconnect', delay: 'backoff' }],
     [4003, { action: 'reconnect', delay: 'backoff' }],
     [4029, { action: 'reconnect', delay: 'long' }],
+    [4000, { action: 'refuse' }],
     [4401, { action: 'refuse' }],
-    [4403, { action: 'refuse' }],
+    [4403, { action: 'reconnect', delay: 'backoff' }],
     [4408, { action: 'refuse' }],
     [4999, { action: 'reconnect', delay: 'backoff' }],
   ];
@@ -285,7 +286,7 @@ test('4029: reconnect with the long backoff', async () => {
   assert.equal(t.client.nextReconnectAt - t.clock.now, 5000); // 0.5 * longDelay
 });
 
-for (const code of [4401, 4403]) {
+for (const code of [4000, 4401]) {
   test(`${code}: refused, no reconnect`, async () => {
     const t = setup();
     t.client.connect();
@@ -414,6 +415,28 @@ test('close(): no reconnect, also while a reconnect is pending or a token is res
   await flush();
   assert.equal(FakeWebSocket.instances.length, 0);
   assert.equal(v.client.state, 'closed');
+});
+
+test('close() then connect() opens a new socket at once', async () => {
+  const t = setup();
+  const first = await connectAndRegister(t);
+  // As in a browser, the closing handshake takes a while: the close event comes later.
+  first.close = function (code, reason) {
+    this.clientClose = { code, reason };
+    this.readyState = 2;
+  };
+  t.client.close();
+  assert.equal(t.client.state, 'closed');
+  t.client.connect();
+  await flush();
+  assert.equal(FakeWebSocket.instances.length, 2);
+  assert.equal(first.clientClose.code, 1000);
+  assert.equal(t.client.state, 'connecting');
+  // The first socket's close, arriving late, changes nothing.
+  first.serverClose(1000);
+  assert.equal(t.client.state, 'connecting');
+  assert.equal(t.ofType('close').length, 1);
+  assert.equal(t.client.reconnectScheduled, false);
 });
 
 test('a handshake that hangs is abandoned after connectTimeout', async () => {
