@@ -310,6 +310,46 @@ async fn a_client_that_stops_reading_is_still_closed_as_idle() {
     gw.stop().await;
 }
 
+/// Polls the metrics until `series` reaches `value`, within [`WAIT`] (the gateway counts a
+/// close when the connection's task ends, which nothing outside can wait on).
+async fn wait_for_metric(gw: &Gateway, series: &str, value: f64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while metric(&gw.metrics().await, series) != Some(value) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{series} never reached {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A disconnect reaches a client whose socket is full at once: its connection task stops
+/// waiting for room, gives the close its second and ends, counted as disconnected.
+#[tokio::test]
+async fn a_disconnect_ends_a_client_that_stopped_reading() {
+    let gw = Gateway::start_with(roomy_queues(Config::for_tests())).await;
+    let mut stuck = stuck_client(&gw, "ugo").await;
+    let (status, reply) = gw
+        .pusher()
+        .await
+        .request(
+            "POST",
+            "/api/v2/disconnect",
+            &[("content-type", "application/json")],
+            r#"{"userId":"ugo"}"#,
+        )
+        .await;
+    assert_eq!((status.as_u16(), reply.as_str()), (200, r#"{"closed":1}"#));
+    wait_for_metric(
+        &gw,
+        r#"pushgate_connection_closes_total{reason="disconnected"}"#,
+        1.0,
+    )
+    .await;
+    read_to_end_or_reset(&mut stuck).await;
+    gw.stop().await;
+}
+
 /// Draining closes a client whose socket is full like any other: what is queued and the
 /// close frame get their second, then the connection is dropped, and the gateway stops
 /// long before its shutdown timeout.

@@ -125,7 +125,8 @@ pub struct Outbox {
     state: Mutex<State>,
     /// Tells the session that it has something to write, or that the queue closed.
     work: Notify,
-    /// Wakes a session waiting for room on a full socket when a slow consumer is closed.
+    /// Wakes a session waiting for room on a full socket when the connection is closed or
+    /// starts closing (slow consumer, disconnect, a reset), so that it stops waiting.
     abort: Notify,
 }
 
@@ -260,6 +261,8 @@ impl Outbox {
             state.writer = WrittenBy::Session;
         }
         self.work.notify_one();
+        // A session waiting for room on a full socket must start its bounded close now.
+        self.abort.notify_one();
         true
     }
 
@@ -310,6 +313,7 @@ impl Outbox {
         }
         drop(dropped);
         self.work.notify_one();
+        self.abort.notify_one();
     }
 
     /// True once a close was requested or the connection died.
@@ -393,7 +397,7 @@ impl Outbox {
         drop(dropped);
     }
 
-    /// Resolves when a slow-consumer close wakes a session waiting for the socket.
+    /// Resolves when a close wakes a session waiting for the socket.
     pub async fn aborted(&self) {
         self.abort.notified().await;
     }

@@ -109,8 +109,8 @@ pub async fn run(
     };
     shared.metrics.close(reason);
     // Write what is still queued, then the close frame (at once when the socket is dead).
-    Box::pin(session.writer.finish()).await;
-    if matches!(ending, Ending::ServerClosed(_) | Ending::WriterEnded) {
+    let close_sent = Box::pin(session.writer.finish()).await;
+    if close_sent && matches!(ending, Ending::ServerClosed(_) | Ending::WriterEnded) {
         let _ = Box::pin(tokio::time::timeout(
             CLOSE_LINGER,
             linger(&socket, &mut reader),

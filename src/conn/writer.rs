@@ -95,8 +95,9 @@ impl Writer {
 
     /// Writes whatever the outbox still holds, up to and including its close frame, for at
     /// most [`CLOSE_WRITE_TIMEOUT`]; past it the connection is reset, which drops what the
-    /// kernel still holds for a client that stopped reading.
-    pub async fn finish(&mut self) {
+    /// kernel still holds for a client that stopped reading. Returns false in that case: no
+    /// close frame went out, so no close reply is worth waiting for.
+    pub async fn finish(&mut self) -> bool {
         let drained = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
             while !self.finished {
                 let step = self.ready().await;
@@ -104,15 +105,18 @@ impl Writer {
             }
         })
         .await;
-        if drained.is_err() {
-            self.outbox.mark_closed();
-            if let Some(socket) = self.outbox.socket() {
-                // Closing with a zero linger sends a reset and frees the socket's buffers
-                // at once, instead of leaving the kernel to push them at a stalled reader.
-                let _ = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO));
-            }
-            self.finish_socket();
+        if drained.is_ok() {
+            return true;
         }
+        self.outbox.mark_closed();
+        if let Some(socket) = self.outbox.socket() {
+            // Closing with a zero linger sends a reset and frees the socket's buffers when
+            // the last handle drops, at the end of the session, instead of leaving the
+            // kernel to push them at a stalled reader.
+            let _ = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO));
+        }
+        self.finished = true;
+        false
     }
 
     fn finish_socket(&mut self) {

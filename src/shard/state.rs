@@ -262,6 +262,12 @@ impl ShardState {
     /// when the user already holds `--max-connections-per-user` connections: nothing is
     /// bound, and the connection's session answers and closes it (4029).
     pub fn register(&mut self, user: Arc<str>, event: Box<str>, conn: ConnHandle) -> bool {
+        if conn.outbox.is_closing() {
+            // Closed by this shard (a slow consumer, a disconnect) while its session was
+            // still reading a register frame: binding it again would count it and take a
+            // place under the user's cap until the session unbinds. Not a refusal either.
+            return true;
+        }
         let event = match self.events.get(&*event) {
             Some(interned) => interned.clone(),
             None => {
@@ -640,6 +646,21 @@ mod tests {
             s.unregister("u", id);
         }
         assert_eq!((s.users(), s.connections(), s.events()), (0, 0, 0));
+    }
+
+    /// A register frame read after this shard closed the connection binds nothing and
+    /// refuses nothing (no cap place taken, no hook call, no refusal counted).
+    #[test]
+    fn a_closing_connection_is_not_bound_again() {
+        let mut s = state().with_user_cap(1);
+        let (a, b) = (conn(1, 8), conn(2, 8));
+        assert!(s.register("u".into(), "e".into(), a.clone()));
+        s.disconnect("u", None, &frame::close(4000, "bye"));
+        assert_eq!(s.connections(), 0);
+        assert!(s.register("u".into(), "f".into(), a.clone()));
+        assert_eq!((s.users(), s.connections(), s.events()), (0, 0, 0));
+        assert!(s.register("u".into(), "e".into(), b));
+        assert_eq!(s.connections(), 1);
     }
 
     #[test]
