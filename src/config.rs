@@ -508,7 +508,9 @@ fn check_log_filter(filter: &str) -> Result<(), ConfigError> {
         reason,
     };
     tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| refuse(e.to_string()))?;
-    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    const LEVELS: [&str; 12] = [
+        "trace", "debug", "info", "warn", "error", "off", "0", "1", "2", "3", "4", "5",
+    ];
     for directive in filter.split(',').map(str::trim) {
         if !directive.is_empty()
             && !directive.contains('=')
@@ -611,7 +613,13 @@ mod tests {
 
     #[test]
     fn log_filters_max_batch_and_receivers_are_checked() {
-        for good in ["info", "warn,pushgate=debug", "pushgate::http=trace", "OFF"] {
+        for good in [
+            "info",
+            "warn,pushgate=debug",
+            "pushgate::http=trace",
+            "OFF",
+            "3",
+        ] {
             assert!(parse(&["--log", good]).validate().is_ok(), "{good}");
         }
         for bad in ["verbose", "warn,pushgate=bogus", "pushgate=bogus["] {

@@ -474,6 +474,10 @@ impl FdReserve {
     }
 
     async fn shed(&mut self, listener: &TcpListener, ctx: &RequestContext) {
+        if self.file.is_none() {
+            // Another thread took the descriptor between its release and the re-open.
+            self.file = std::fs::File::open("/dev/null").ok();
+        }
         let shared = &ctx.shared;
         shared.metrics.refused(RefusalReason::FdExhausted);
         if shared.fd_exhausted_logged.ready() {
