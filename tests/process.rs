@@ -196,3 +196,45 @@ async fn sigterm_drains_every_client_with_1001_and_loses_no_answered_push() {
     let status = gw.wait_exit().await;
     assert!(status.success(), "{status:?}");
 }
+
+/// A node started while NATS is unreachable is as isolated as one that lost it: it says so
+/// at warn level, once, and keeps serving.
+#[tokio::test]
+async fn a_node_that_cannot_reach_nats_at_start_warns_once() {
+    use tokio::io::AsyncBufReadExt;
+    let nobody = free_port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pushgate"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--internal-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--log-format", "json"])
+        .args(["--nats-url", &format!("nats://127.0.0.1:{nobody}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let warning = tokio::time::timeout(WAIT, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let entry: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if entry["level"] == "WARN" {
+                return entry["fields"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+            }
+        }
+        panic!("the gateway exited");
+    })
+    .await
+    .expect("a warning within the wait bound");
+    assert!(
+        warning.starts_with("NATS unreachable since start"),
+        "{warning}"
+    );
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+}

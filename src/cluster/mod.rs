@@ -442,9 +442,14 @@ async fn follow_events(
     announce: Arc<Notify>,
     metrics: Arc<Metrics>,
 ) {
+    // A node that cannot reach NATS from the start is as isolated as one that lost it, and
+    // must say so at the same level, once (async-nats retries and logs each attempt).
+    let mut ever_connected = false;
+    let mut warned_unreachable = false;
     while let Some(event) = events.recv().await {
         match event {
             Event::Connected => {
+                ever_connected = true;
                 tracing::info!("connected to NATS");
                 metrics.cluster.connected.set(1.0);
                 presence.say_hello();
@@ -457,7 +462,16 @@ async fn follow_events(
             Event::SlowConsumer(sid) => {
                 tracing::warn!(sid, "NATS subscription overflowed: cluster pushes dropped");
             }
-            other => tracing::info!(event = %other, "NATS event"),
+            Event::ClientError(error) if !ever_connected && !warned_unreachable => {
+                warned_unreachable = true;
+                tracing::warn!(
+                    %error,
+                    "NATS unreachable since start: serving local connections only until it \
+                     connects (retrying in the background)"
+                );
+            }
+            // async-nats logs each event itself at info level; once is enough.
+            other => tracing::debug!(event = %other, "NATS event"),
         }
     }
 }
