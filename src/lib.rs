@@ -11,7 +11,9 @@
 //! - The shard's [`shard::ShardState`], owned by one task and never locked, clones the frame
 //!   handle into the [`conn::outbox::Outbox`] of every connection of that user registered
 //!   for that event (full → slow consumer, closed with 4001).
-//! - Each connection's [`conn::writer`] drains its outbox into vectored writes.
+//! - The shard writes each outbox it filled with one non-blocking vectored write; when a
+//!   socket is full, the connection's [`conn::writer`] (driven by its session) takes over
+//!   until the queue is empty.
 //!
 //! The other direction: [`http::service`] upgrades `GET /ws` (fastwebsockets on hyper), and
 //! [`conn::session`] reads client frames with the strict [`ws::reader`], authenticates the
