@@ -196,6 +196,30 @@ async fn plain_get_on_the_websocket_path_is_400_and_other_methods_405() {
     gw.stop().await;
 }
 
+/// Sends an upgrade request by hand and returns the first 12 bytes of the answer (the
+/// protocol version and the status).
+async fn raw_upgrade_status(
+    addr: std::net::SocketAddr,
+    http: &str,
+    connection: &str,
+    version: &str,
+    key: &str,
+) -> [u8; 12] {
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET /ws {http}\r\nHost: x\r\nConnection: {connection}\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: {version}\r\nSec-WebSocket-Key: {key}\r\n\r\n"
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut raw, request.as_bytes())
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    tokio::io::AsyncReadExt::read_exact(&mut raw, &mut head)
+        .await
+        .unwrap();
+    head
+}
+
 #[tokio::test]
 async fn handshakes_outside_rfc_6455_are_400_and_name_the_version_spoken() {
     let gw = Gateway::start().await;
@@ -223,18 +247,7 @@ async fn handshakes_outside_rfc_6455_are_400_and_name_the_version_spoken() {
         );
     }
     // An HTTP/1.0 upgrade is not a WebSocket handshake (RFC 6455 4.2.1).
-    let mut raw = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let request = format!(
-        "GET /ws HTTP/1.0\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {nonce}\r\n\r\n"
-    );
-    tokio::io::AsyncWriteExt::write_all(&mut raw, request.as_bytes())
-        .await
-        .unwrap();
-    let mut head = [0u8; 12];
-    tokio::io::AsyncReadExt::read_exact(&mut raw, &mut head)
-        .await
-        .unwrap();
+    let head = raw_upgrade_status(gw.addr, "HTTP/1.0", "Upgrade", "13", nonce).await;
     assert_eq!(&head, b"HTTP/1.0 400");
     // What browsers send is accepted, Firefox's "Connection: keep-alive, Upgrade" included,
     // and a version list that holds 13 (gorilla accepted it too).
@@ -244,18 +257,7 @@ async fn handshakes_outside_rfc_6455_are_400_and_name_the_version_spoken() {
         ("upgrade", "13, 8"),
         ("upgrade", "8,13"),
     ] {
-        let mut raw = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-        let request = format!(
-            "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: {connection}\r\nUpgrade: websocket\r\n\
-             Sec-WebSocket-Version: {version}\r\nSec-WebSocket-Key: {nonce}\r\n\r\n"
-        );
-        tokio::io::AsyncWriteExt::write_all(&mut raw, request.as_bytes())
-            .await
-            .unwrap();
-        let mut head = [0u8; 12];
-        tokio::io::AsyncReadExt::read_exact(&mut raw, &mut head)
-            .await
-            .unwrap();
+        let head = raw_upgrade_status(gw.addr, "HTTP/1.1", connection, version, nonce).await;
         assert_eq!(&head, b"HTTP/1.1 101", "{connection:?} {version:?}");
     }
     gw.stop().await;
