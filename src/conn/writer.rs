@@ -46,8 +46,7 @@ impl Writer {
     }
 
     /// Waits until the session has something to write: queued frames, or room on a socket
-    /// that was full (or a slow-consumer close, which needs the session's attention).
-    /// Cancel-safe.
+    /// that was full (or a close of the connection, which ends that wait). Cancel-safe.
     pub async fn ready(&mut self) -> WriterStep {
         if self.blocked {
             // The rare path, boxed so that its state does not size every idle connection's
