@@ -42,7 +42,7 @@ pub struct Listeners {
 /// A listener that could not be bound, named so that the operator knows which address
 /// conflicts.
 #[derive(Debug, thiserror::Error)]
-#[error("binding the {role} listener ({flag} {addr}): {source}")]
+#[error("binding the {role} listener ({flag} {addr})")]
 pub struct BindError {
     role: &'static str,
     flag: &'static str,

@@ -423,6 +423,12 @@ fn a_listener_that_cannot_bind_is_named_once() {
     let named = format!("binding the internal listener (--internal-listen {taken})");
     assert_eq!(stderr.matches(&named).count(), 1, "{stderr}");
     assert!(!stderr.contains("public listener"), "{stderr}");
+    // The cause once, after the listener.
+    assert_eq!(
+        stderr.matches("Address already in use").count(),
+        1,
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
