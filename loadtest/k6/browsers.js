@@ -28,6 +28,9 @@ const thresholds = {
   browser_ws_errors: ['count==0'],
   browser_early_closes: ['count==0'],
   ws_connecting: [`p(95)<${CONNECT_P95_MS}`],
+  // Checks run when a connection closes: a gateway that froze closes nothing, so every
+  // browser must also have reached its close.
+  browsers_finished: [`count>=${VUS}`],
 };
 if (MIN_FRAMES > 0) thresholds.frames_received = [`count>=${MIN_FRAMES}`];
 

@@ -66,9 +66,9 @@ export function dur(seconds) {
   return `${Math.max(1, Math.ceil(seconds * 1000))}ms`;
 }
 
-// BASE_URL is the listener browsers use (WebSocket, /healthz). PUSH_BASE_URL is the one that
-// serves POST /push: the same by default; a gateway with a separate internal listener
-// (--internal-listen) serves pushes there.
+// BASE_URL is the listener browsers use (WebSocket, /readyz). PUSH_BASE_URL is the one that
+// serves POST /push: by default the internal listener of a gateway on its default ports
+// (pushgate serves pushes only there unless it runs with --public-push).
 export const BASE_URL = env('BASE_URL', 'http://127.0.0.1:8080').replace(/\/+$/, '');
 export const PUSH_BASE_URL = env('PUSH_BASE_URL', 'http://127.0.0.1:8081').replace(/\/+$/, '');
 export const WS_URL = env('WS_URL', BASE_URL.replace(/^http/, 'ws') + env('WS_PATH', '/ws'));
@@ -96,6 +96,12 @@ export const framesReceived = new Counter('frames_received');
 export const browserEarlyCloses = new Counter('browser_early_closes');
 // WebSocket errors seen by browsers (failed handshake, reset, ...).
 export const browserErrors = new Counter('browser_ws_errors');
+// Browsers that ran to the end of their connection (its close event). A threshold on it
+// catches a gateway that froze: no close event, so no check ever fails.
+export const browsersFinished = new Counter('browsers_finished');
+// Pushes that got an answer at all. A threshold on it catches pushes left hanging (a frozen
+// gateway), which k6 interrupts at the end without a sample.
+export const pushesAnswered = new Counter('pushes_answered');
 // From just before POST /push was sent to the frame reaching the browser (same machine
 // clock), for messages written by pushMessage().
 export const pushToBrowser = new Trend('push_to_browser', true);
@@ -157,6 +163,7 @@ export function runBrowser({ user, holdSeconds, expected, lingerSeconds = 0.5, l
   };
 
   ws.onclose = () => {
+    browsersFinished.add(1);
     if (deadline !== null) clearTimeout(deadline);
     if (lingerTimer !== null) clearTimeout(lingerTimer);
     const early = opened && !closing;
@@ -203,6 +210,7 @@ let warnedReplies = 0; // per VU: log the first few bad replies, not thousands
 
 // The checks every push reply must pass; `clients`, when given, is the exact N expected.
 export function checkPushReply(res, clients) {
+  if (res.status !== 0) pushesAnswered.add(1);
   const checks = {
     'push status is 200': (r) => r.status === 200,
     'push body is "message sent to N clients"': (r) => typeof r.body === 'string' && REPLY_RE.test(r.body),

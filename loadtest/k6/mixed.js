@@ -86,9 +86,10 @@ export const options = {
 };
 
 export function setup() {
-  const res = http.get(`${BASE_URL}/healthz`, { tags: { name: 'healthz' } });
+  // /readyz: what a load balancer in front of the gateway exposes (deploy/nginx does).
+  const res = http.get(`${BASE_URL}/readyz`, { tags: { name: 'readyz' } });
   if (res.status !== 200) {
-    throw new Error(`gateway not healthy at ${BASE_URL}/healthz: status ${res.status} ${res.error || ''}`);
+    throw new Error(`gateway not ready at ${BASE_URL}/readyz: status ${res.status} ${res.error || ''}`);
   }
   console.log(
     `mixed: ${BROWSERS} browsers on ${WS_URL} (event ${EVENT}); ${TOTAL} pushes to ${PUSH_URL} ` +

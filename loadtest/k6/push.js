@@ -1,7 +1,7 @@
 // Pushers only: POST /push at a constant arrival rate, round-robin over USERS users
 // (k6-user-1 .. k6-user-USERS), checking every reply is 200 "message sent to N clients".
 //
-//   k6 run --no-usage-report -e BASE_URL=http://127.0.0.1:8080 -e RATE=2000 -e DURATION=1m \
+//   k6 run --no-usage-report -e PUSH_BASE_URL=http://127.0.0.1:8081 -e RATE=2000 -e DURATION=1m \
 //     loadtest/k6/push.js
 //
 // Users with no connection are fine (N = 0); run browsers.js alongside to have them delivered.
@@ -40,6 +40,10 @@ export const options = {
     checks: ['rate==1'],
     http_req_failed: ['rate<0.01'],
     'http_req_duration{name:push}': [`p(95)<${PUSH_P95_MS}`],
+    // A push the generator could not start, or one left hanging (k6 interrupts it at the
+    // end without a sample, so no check fails), is a push the gateway did not take.
+    dropped_iterations: ['count==0'],
+    pushes_answered: [`count>=${Math.floor(RATE * DURATION)}`],
   },
 };
 
