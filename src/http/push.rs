@@ -9,7 +9,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use subtle::ConstantTimeEq;
 
 use super::body::{read_limited, BodyError};
-use super::response::{add_required_headers, empty, method_not_allowed, text, Body, ALLOW_POST};
+use super::response::{empty, method_not_allowed, text, unauthorized, Body, ALLOW_POST};
 use super::service::{unavailable, RequestContext};
 use crate::gateway::Shared;
 use crate::metrics::PushResult;
@@ -42,9 +42,7 @@ async fn respond(request: Request<Incoming>, shared: &Shared) -> (Response<Body>
         return (method_not_allowed(ALLOW_POST), PushResult::MethodNotAllowed);
     }
     if !authorized(&request, &shared.push_keys) {
-        let mut response = empty(StatusCode::UNAUTHORIZED);
-        add_required_headers(&mut response, ALLOW_POST);
-        return (response, PushResult::Unauthorized);
+        return (unauthorized(), PushResult::Unauthorized);
     }
     let config = &shared.config;
     let body = match read_limited(request, config.max_push_body, config.body_timeout).await {

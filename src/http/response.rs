@@ -54,6 +54,13 @@ pub fn method_not_allowed(allow: HeaderValue) -> Response<Body> {
     response
 }
 
+/// 401 with no body (the old server's) and the `WWW-Authenticate` header.
+pub fn unauthorized() -> Response<Body> {
+    let mut response = empty(StatusCode::UNAUTHORIZED);
+    response.headers_mut().insert(WWW_AUTHENTICATE, BEARER);
+    response
+}
+
 /// True for the methods a read-only resource answers.
 pub fn is_read(method: &hyper::Method) -> bool {
     method == hyper::Method::GET || method == hyper::Method::HEAD
