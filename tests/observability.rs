@@ -1,5 +1,6 @@
 //! The metrics exposition as Prometheus and Grafana will read it: a live scrape checked by
-//! `promtool`, and every metric the dashboard queries present in that scrape.
+//! `promtool`, every metric the dashboard queries present in that scrape, and every panel's
+//! query evaluated by a real Prometheus scraping the gateway.
 
 mod common;
 
@@ -7,6 +8,7 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use bytes::Bytes;
 use common::*;
 
 /// A gateway that has seen a little of everything, so that every series has a sample.
@@ -107,6 +109,204 @@ async fn every_metric_the_dashboard_queries_exists_in_a_live_scrape() {
     assert!(
         missing.is_empty(),
         "dashboard queries metrics the gateway does not export: {missing:?}"
+    );
+    gw.stop().await;
+}
+
+/// A real Prometheus server (Debian package `prometheus`) scraping one target every 200 ms,
+/// killed on drop.
+struct Prometheus {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    _dir: TempDir,
+}
+
+/// A directory under the system temp dir, removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Prometheus {
+    async fn start(target: std::net::SocketAddr) -> Self {
+        use std::io::BufRead;
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let dir = std::env::temp_dir().join(format!(
+            "pushgate-test-prometheus-{}-{}",
+            std::process::id(),
+            addr.port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dir = TempDir(dir);
+        let config = dir.0.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 200ms\n  scrape_timeout: 200ms\n\
+                 scrape_configs:\n  - job_name: pushgate\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.0.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect(
+                "prometheus is installed (Debian package `prometheus`; scripts/test installs it)",
+            );
+        let stderr = child.stderr.take().unwrap();
+        let ready = tokio::task::spawn_blocking(move || {
+            let mut lines = std::io::BufReader::new(stderr).lines();
+            let ready = lines
+                .by_ref()
+                .map_while(Result::ok)
+                .any(|line| line.contains("Server is ready to receive web requests"));
+            // Keep draining its log so that the pipe never fills.
+            std::thread::spawn(move || lines.for_each(drop));
+            ready
+        });
+        let ready = tokio::time::timeout(WAIT, ready)
+            .await
+            .expect("prometheus is ready in time")
+            .unwrap();
+        assert!(ready, "prometheus exited before it was ready");
+        Self {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    /// Evaluates `query` now; the `data` object of a successful answer.
+    async fn query(&self, query: &str) -> serde_json::Value {
+        let path = format!("/api/v1/query?query={}", percent_encode(query));
+        let (status, body) = Pusher::connect(self.addr)
+            .await
+            .request("GET", &path, &[], Bytes::new())
+            .await;
+        let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(status.as_u16(), 200, "query {query:?} failed: {body}");
+        assert_eq!(
+            answer["status"], "success",
+            "query {query:?} failed: {body}"
+        );
+        answer["data"].clone()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The expression as Grafana sends it, its template variables replaced by what they hold
+/// when every instance is selected. Panics on a variable this test does not know, so that a
+/// new one gets a value here rather than a query that cannot parse.
+fn as_grafana_sends_it(expr: &str) -> String {
+    let sent = expr
+        .replace("$__rate_interval", "1m")
+        .replace("$__range", "5m")
+        .replace("$instance", ".*");
+    assert!(
+        !sent.contains('$'),
+        "unknown template variable in dashboard query {expr:?}"
+    );
+    sent
+}
+
+/// The labels of a `by (...)` clause at the outermost aggregation, if any.
+fn grouping_labels(expr: &str) -> Vec<String> {
+    let Some(start) = expr.find(" by (") else {
+        return Vec::new();
+    };
+    let rest = &expr[start + " by (".len()..];
+    let end = rest.find(')').unwrap();
+    rest[..end]
+        .split(',')
+        .map(|label| label.trim().to_string())
+        .filter(|label| label != "le")
+        .collect()
+}
+
+/// Every panel query evaluates on a real Prometheus that scrapes a live gateway: it parses,
+/// it returns series, and each series carries the labels the query groups by (a `by (shard)`
+/// over a metric without that label would draw one nameless line).
+#[tokio::test]
+async fn every_dashboard_query_evaluates_on_a_real_prometheus() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/dashboards/pushgate.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    // The panels' queries only: the template variables' are Grafana's own language.
+    let mut expressions = Vec::new();
+    collect_exprs(&dashboard["panels"], &mut expressions);
+    assert!(
+        expressions.len() >= 10,
+        "the dashboard has its panels' queries"
+    );
+
+    let (gw, _clients) = busy_gateway().await;
+    let prometheus = Prometheus::start(gw.internal).await;
+    // rate() needs two samples of a series inside its window; Prometheus says when it has
+    // them only through its query API.
+    let scraped = tokio::time::timeout(WAIT, async {
+        loop {
+            let data = prometheus
+                .query("count_over_time(pushgate_connections[1m])")
+                .await;
+            let samples = data["result"][0]["value"][1]
+                .as_str()
+                .and_then(|n| n.parse::<u32>().ok())
+                .unwrap_or(0);
+            if samples >= 3 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    });
+    scraped
+        .await
+        .expect("prometheus scraped the gateway three times within the wait bound");
+
+    let mut problems = Vec::new();
+    for expr in &expressions {
+        let data = prometheus.query(&as_grafana_sends_it(expr)).await;
+        let series = data["result"].as_array().cloned().unwrap_or_default();
+        if series.is_empty() {
+            problems.push(format!("{expr}: no series"));
+            continue;
+        }
+        for label in grouping_labels(expr) {
+            if series.iter().any(|s| s["metric"].get(&label).is_none()) {
+                problems.push(format!("{expr}: a series without the label {label:?}"));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "dashboard queries that draw nothing or the wrong lines:\n{}",
+        problems.join("\n")
     );
     gw.stop().await;
 }
