@@ -287,6 +287,25 @@ pub struct Config {
     )]
     pub nats_token: Option<String>,
 
+    /// Cluster mode: a NATS credentials file (`.creds`: a user JWT and its NKey seed, as
+    /// `nsc` or a NATS provider writes it), for servers in operator (decentralized JWT) mode.
+    /// Read once at start.
+    #[arg(
+        long,
+        env = "PUSHGATE_NATS_CREDS",
+        conflicts_with_all = ["nats_user", "nats_token", "nats_nkey"]
+    )]
+    pub nats_creds: Option<PathBuf>,
+
+    /// Cluster mode: a file holding a user NKey seed (`SU…`), for servers that list their
+    /// users by public NKey. Read once at start.
+    #[arg(
+        long,
+        env = "PUSHGATE_NATS_NKEY",
+        conflicts_with_all = ["nats_user", "nats_token"]
+    )]
+    pub nats_nkey: Option<PathBuf>,
+
     /// Cluster mode: PEM file of the CA certificates that sign the NATS servers' certificates;
     /// turns TLS on for every server (as a `tls://` URL does).
     #[arg(long, env = "PUSHGATE_NATS_TLS_CA")]

@@ -565,6 +565,121 @@ async fn nodes_authenticate_with_a_token_from_the_flags_or_from_the_url() {
     .await;
 }
 
+/// A fresh directory under the system temp dir for one test's files.
+fn test_dir(kind: &str) -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("pushgate-test-{kind}-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A NATS JWT (as `nsc` issues them): `claims` plus the standard fields, signed with the
+/// issuer's NKey (`ed25519-nkey`).
+fn nats_jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: serde_json::Value) -> String {
+    use base64::engine::{general_purpose::URL_SAFE_NO_PAD, Engine};
+    let header = URL_SAFE_NO_PAD.encode(r#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let issued_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = json!({
+        "jti": format!("{name}-{issued_at}"),
+        "iat": issued_at,
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": subject,
+        "nats": nats,
+    });
+    let signed = format!("{header}.{}", URL_SAFE_NO_PAD.encode(claims.to_string()));
+    let signature = issuer.sign(signed.as_bytes()).unwrap();
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
+
+/// Decentralized authentication: an operator, an account it signs and a user the account
+/// signs. Returns the nats-server configuration (operator mode, the account preloaded) and
+/// the user's `.creds` file text.
+fn operator_mode() -> (String, String) {
+    use nkeys::KeyPair;
+    let (operator, account, user) = (
+        KeyPair::new_operator(),
+        KeyPair::new_account(),
+        KeyPair::new_user(),
+    );
+    let operator_jwt = nats_jwt(
+        &operator,
+        &operator.public_key(),
+        "op",
+        json!({ "type": "operator", "version": 2 }),
+    );
+    let unlimited = json!({
+        "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+        "wildcards": true, "conn": -1, "leaf": -1
+    });
+    let account_jwt = nats_jwt(
+        &operator,
+        &account.public_key(),
+        "pushgate",
+        json!({
+            "limits": unlimited,
+            "default_permissions": { "pub": {}, "sub": {} },
+            "type": "account",
+            "version": 2
+        }),
+    );
+    let user_jwt = nats_jwt(
+        &account,
+        &user.public_key(),
+        "node",
+        json!({
+            "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
+            "type": "user", "version": 2
+        }),
+    );
+    let server = format!(
+        "operator: \"{operator_jwt}\"\nresolver: MEMORY\nresolver_preload: {{\n  {}: \"{account_jwt}\"\n}}\n",
+        account.public_key()
+    );
+    let creds = format!(
+        "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+         ************************* IMPORTANT *************************\n\
+         NKEY Seed printed below can be used to sign and prove identity.\n\
+         NKEYs are sensitive and should be treated as secrets.\n\n\
+         -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n\n\
+         *************************************************************\n",
+        user.seed().unwrap()
+    );
+    (server, creds)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_authenticate_with_a_creds_file_to_a_server_in_operator_mode() {
+    let (server, creds) = operator_mode();
+    let nats = NatsServer::start_with_config(&server).await;
+    let dir = test_dir("creds");
+    let creds_path = dir.join("node.creds").display().to_string();
+    std::fs::write(&creds_path, creds).unwrap();
+    let args = ["--nats-url", &nats.url(), "--nats-creds", &creds_path];
+    assert_two_nodes_join(&args, &args).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_authenticate_with_an_nkey_seed() {
+    let user = nkeys::KeyPair::new_user();
+    let nats = NatsServer::start_with_config(&format!(
+        "authorization {{ users = [ {{ nkey: \"{}\" }} ] }}\n",
+        user.public_key()
+    ))
+    .await;
+    let dir = test_dir("nkey");
+    let seed_path = dir.join("node.nk").display().to_string();
+    std::fs::write(&seed_path, format!("{}\n", user.seed().unwrap())).unwrap();
+    let args = ["--nats-url", &nats.url(), "--nats-nkey", &seed_path];
+    assert_two_nodes_join(&args, &args).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, made by the
 /// `openssl` command (scripts/test installs it) in a fresh directory.
 fn certificates() -> std::path::PathBuf {

@@ -1,13 +1,16 @@
 //! How a node reaches NATS: the server addresses, the credentials it presents and TLS.
 //!
-//! Credentials come from `--nats-user`/`--nats-password`, `--nats-token`, or the URLs
-//! themselves (`nats://user:password@host`, `nats://token@host`). async-nats 0.51 sends only
+//! Credentials come from `--nats-user`/`--nats-password`, `--nats-token`, a credentials
+//! file (`--nats-creds`), an NKey seed file (`--nats-nkey`), or the URLs themselves
+//! (`nats://user:password@host`, `nats://token@host`). The files are read and checked when
+//! the configuration is validated, so a wrong path or a damaged file stops the node at start
+//! (status 64) instead of failing every connection attempt for ever. async-nats 0.51 sends only
 //! the credentials set on its options, never those of a URL, and prints every address it
 //! tries at debug level; so a URL's credentials are moved into the options and the URL is
 //! handed over without them.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use async_nats::{ConnectOptions, ServerAddr};
 use percent_encoding::percent_decode_str;
@@ -18,8 +21,18 @@ use crate::config::Config;
 /// What a node presents to NATS. Its `Debug` hides the secrets.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Credentials {
-    UserPassword { user: String, password: String },
+    UserPassword {
+        user: String,
+        password: String,
+    },
     Token(String),
+    /// A `.creds` file's path and text: a user JWT and the seed that signs the server's nonce.
+    CredsFile {
+        path: PathBuf,
+        text: String,
+    },
+    /// A user NKey seed, which signs the server's nonce.
+    NKeySeed(String),
 }
 
 impl fmt::Debug for Credentials {
@@ -31,6 +44,12 @@ impl fmt::Debug for Credentials {
                 .field("password", &"***")
                 .finish(),
             Self::Token(_) => f.debug_tuple("Token").field(&"***").finish(),
+            Self::CredsFile { path, .. } => f
+                .debug_struct("CredsFile")
+                .field("path", path)
+                .field("text", &"***")
+                .finish(),
+            Self::NKeySeed(_) => f.debug_tuple("NKeySeed").field(&"***").finish(),
         }
     }
 }
@@ -65,14 +84,22 @@ pub fn servers(config: &Config) -> Result<Servers, ClusterError> {
         }
         addresses.push(address);
     }
-    let from_flags = match (&config.nats_user, &config.nats_password, &config.nats_token) {
-        (Some(user), Some(password), None) => Some(Credentials::UserPassword {
+    let from_flags = match (
+        &config.nats_user,
+        &config.nats_password,
+        &config.nats_token,
+        &config.nats_creds,
+        &config.nats_nkey,
+    ) {
+        (Some(user), Some(password), None, None, None) => Some(Credentials::UserPassword {
             user: user.clone(),
             password: password.clone(),
         }),
-        (None, None, Some(token)) => Some(Credentials::Token(token.clone())),
-        // clap enforces the pairs and the exclusion; a configuration built in code may not.
-        (None, None, None) => None,
+        (None, None, Some(token), None, None) => Some(Credentials::Token(token.clone())),
+        (None, None, None, Some(path), None) => Some(creds_file(path)?),
+        (None, None, None, None, Some(path)) => Some(nkey_seed(path)?),
+        // clap enforces the pairs and the exclusions; a configuration built in code may not.
+        (None, None, None, None, None) => None,
         _ => return Err(ClusterError::Setting(INCOMPLETE_FLAGS)),
     };
     let credentials = match (from_urls, from_flags) {
@@ -87,9 +114,57 @@ pub fn servers(config: &Config) -> Result<Servers, ClusterError> {
 
 const DIFFERENT_IN_URLS: &str =
     "the NATS URLs carry different credentials; a node presents one set to every server";
-const INCOMPLETE_FLAGS: &str = "give --nats-user with --nats-password, or --nats-token alone";
+const INCOMPLETE_FLAGS: &str = "give --nats-user with --nats-password, or one of --nats-token, \
+     --nats-creds and --nats-nkey alone";
 const TWICE: &str =
-    "NATS credentials are given both in a URL and by --nats-user/--nats-token; give them once";
+    "NATS credentials are given both in a URL and by a --nats-… flag; give them once";
+
+/// Reads a `.creds` file and checks that async-nats finds a JWT and a user seed in it.
+fn creds_file(path: &Path) -> Result<Credentials, ClusterError> {
+    let flag = "--nats-creds";
+    let text = read_text(path, flag)?;
+    ConnectOptions::new()
+        .credentials(&text)
+        .map_err(|error| file_error(flag, path, error.to_string()))?;
+    Ok(Credentials::CredsFile {
+        path: path.to_owned(),
+        text,
+    })
+}
+
+/// Reads an NKey seed file and checks that it holds one user seed.
+fn nkey_seed(path: &Path) -> Result<Credentials, ClusterError> {
+    let flag = "--nats-nkey";
+    let text = read_text(path, flag)?;
+    let seed = text.trim();
+    let key = nkeys::KeyPair::from_seed(seed).map_err(|_| {
+        file_error(
+            flag,
+            path,
+            "not an NKey seed (one line starting with SU)".to_owned(),
+        )
+    })?;
+    if key.key_pair_type() != nkeys::KeyPairType::User {
+        return Err(file_error(
+            flag,
+            path,
+            "an NKey seed of another kind than a user (SU…)".to_owned(),
+        ));
+    }
+    Ok(Credentials::NKeySeed(seed.to_owned()))
+}
+
+fn read_text(path: &Path, flag: &'static str) -> Result<String, ClusterError> {
+    std::fs::read_to_string(path).map_err(|error| file_error(flag, path, error.to_string()))
+}
+
+fn file_error(flag: &'static str, path: &Path, reason: String) -> ClusterError {
+    ClusterError::File {
+        flag,
+        path: path.display().to_string(),
+        reason,
+    }
+}
 
 /// Splits `user:password@` (or `token@`) off an address, percent-decoded.
 fn take_credentials(address: ServerAddr) -> Result<(ServerAddr, Option<Credentials>), String> {
@@ -147,6 +222,10 @@ pub fn secure(
             options.user_and_password(user, password)
         }
         Some(Credentials::Token(token)) => options.token(token),
+        Some(Credentials::CredsFile { path, text }) => options
+            .credentials(&text)
+            .map_err(|error| file_error("--nats-creds", &path, error.to_string()))?,
+        Some(Credentials::NKeySeed(seed)) => options.nkey(seed),
         None => options,
     };
     if let Some(ca) = &config.nats_tls_ca {
@@ -163,16 +242,8 @@ pub fn secure(
 fn readable(path: &Path, flag: &'static str) -> Result<(), ClusterError> {
     match std::fs::read(path) {
         Ok(bytes) if !bytes.is_empty() => Ok(()),
-        Ok(_) => Err(ClusterError::TlsFile {
-            flag,
-            path: path.display().to_string(),
-            reason: "empty file".to_owned(),
-        }),
-        Err(error) => Err(ClusterError::TlsFile {
-            flag,
-            path: path.display().to_string(),
-            reason: error.to_string(),
-        }),
+        Ok(_) => Err(file_error(flag, path, "empty file".to_owned())),
+        Err(error) => Err(file_error(flag, path, error.to_string())),
     }
 }
 
@@ -276,6 +347,94 @@ mod tests {
         ])
         .is_err());
         assert!(Config::try_parse_from(["pushgate", "--nats-tls-cert", "c.pem"]).is_err());
+        for (a, b) in [
+            ("--nats-creds", "--nats-token"),
+            ("--nats-creds", "--nats-user"),
+            ("--nats-creds", "--nats-nkey"),
+            ("--nats-nkey", "--nats-token"),
+            ("--nats-nkey", "--nats-user"),
+        ] {
+            assert!(
+                Config::try_parse_from(["pushgate", a, "x", b, "y"]).is_err(),
+                "{a} with {b}"
+            );
+        }
+    }
+
+    /// A file under the temp dir holding `text`, removed on drop.
+    struct File(std::path::PathBuf);
+
+    impl File {
+        fn with(name: &str, text: &str) -> Self {
+            let path =
+                std::env::temp_dir().join(format!("pushgate-unit-{}-{name}", std::process::id()));
+            std::fs::write(&path, text).unwrap();
+            Self(path)
+        }
+
+        fn path(&self) -> &str {
+            self.0.to_str().unwrap()
+        }
+    }
+
+    impl Drop for File {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn validation_error(args: &[&str]) -> String {
+        config(args).validate().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_damaged_or_missing_creds_file_stops_the_node_at_start() {
+        let damaged = File::with(
+            "damaged.creds",
+            "-----BEGIN NATS USER JWT-----\nnot a jwt\n",
+        );
+        let error = validation_error(&["--nats-url", "10.0.0.5", "--nats-creds", damaged.path()]);
+        assert!(
+            error.starts_with(&format!("cluster mode: --nats-creds {}: ", damaged.path())),
+            "{error}"
+        );
+        let error = validation_error(&[
+            "--nats-url",
+            "10.0.0.5",
+            "--nats-creds",
+            "/nonexistent/x.creds",
+        ]);
+        assert!(
+            error.starts_with("cluster mode: --nats-creds /nonexistent/x.creds: "),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_nkey_file_must_hold_a_user_seed() {
+        let user = nkeys::KeyPair::new_user();
+        let good = File::with("user.nk", &format!("{}\n", user.seed().unwrap()));
+        let servers = servers(&config(&[
+            "--nats-url",
+            "10.0.0.5",
+            "--nats-nkey",
+            good.path(),
+        ]))
+        .unwrap();
+        assert_eq!(
+            servers.credentials,
+            Some(Credentials::NKeySeed(user.seed().unwrap()))
+        );
+        // The seed never shows in a debug print.
+        assert!(!format!("{servers:?}").contains(&user.seed().unwrap()));
+
+        let account = File::with("account.nk", &nkeys::KeyPair::new_account().seed().unwrap());
+        let error = validation_error(&["--nats-url", "10.0.0.5", "--nats-nkey", account.path()]);
+        assert!(error.contains("another kind than a user"), "{error}");
+        let public = File::with("public.nk", &user.public_key());
+        let error = validation_error(&["--nats-url", "10.0.0.5", "--nats-nkey", public.path()]);
+        assert!(error.contains("not an NKey seed"), "{error}");
+        assert!(!error.contains(&user.public_key()), "{error}");
     }
 
     #[test]

@@ -56,7 +56,7 @@ pub enum ClusterError {
     #[error("{0}")]
     Setting(&'static str),
     #[error("{flag} {path}: {reason}")]
-    TlsFile {
+    File {
         flag: &'static str,
         path: String,
         reason: String,
