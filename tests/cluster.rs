@@ -683,10 +683,7 @@ async fn nodes_authenticate_with_an_nkey_seed() {
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, made by the
 /// `openssl` command (scripts/test installs it) in a fresh directory.
 fn certificates() -> std::path::PathBuf {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("pushgate-test-tls-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = test_dir("tls");
     std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
     std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
     let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
