@@ -406,6 +406,19 @@ async fn a_slow_consumer_that_reads_again_gets_close_4001() {
     .await
     .expect("the close frame within the wait bound");
     assert_eq!(close, 4001);
+    // Every frame a push counted was either written or thrown away with the queue, and the
+    // metrics say which: nothing counted in a reply vanishes unseen.
+    let metrics = gw.metrics().await;
+    let value = |series: &str| metric(&metrics, series).unwrap();
+    let discarded = value(r#"pushgate_frames_discarded_total{reason="slow_consumer"}"#);
+    assert!(discarded >= 1.0, "{metrics}");
+    assert_eq!(
+        value("pushgate_deliveries_total"),
+        value("pushgate_frames_written_total")
+            + discarded
+            + value(r#"pushgate_frames_discarded_total{reason="closed"}"#),
+        "{metrics}"
+    );
     gw.stop().await;
 }
 

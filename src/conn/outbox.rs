@@ -22,7 +22,7 @@ use socket2::SockRef;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use crate::metrics::Metrics;
+use crate::metrics::{DropReason, Metrics};
 
 /// Frames per `writev` call (Linux accepts 1024; 64 keeps the slice array small).
 const MAX_SLICES: usize = 64;
@@ -131,6 +131,12 @@ pub struct Outbox {
 }
 
 /// The status code of an encoded close frame (pushgate's close frames have a 2-byte header).
+/// Frames in `frames` that a push queued (counted in its reply), as opposed to the
+/// session's own control frames.
+fn pushed_frames(frames: &VecDeque<Queued>) -> u64 {
+    frames.iter().filter(|q| q.accepted_at.is_some()).count() as u64
+}
+
 fn code_of(close_frame: &Bytes) -> Option<u16> {
     close_frame
         .get(2..4)
@@ -271,8 +277,9 @@ impl Outbox {
     /// finished before a close frame can follow it. The session gives them
     /// `CLOSE_WRITE_TIMEOUT` (conn::writer) and then abandons the socket; a session waiting
     /// for room on a full socket is woken so that the countdown starts now. Returns false
-    /// if the connection was already closing.
-    pub fn close_slow(&self, close_frame: Bytes) -> bool {
+    /// if the connection was already closing. The pushed frames dropped are counted as
+    /// discarded.
+    pub fn close_slow(&self, close_frame: Bytes, metrics: &Metrics) -> bool {
         let dropped;
         {
             let mut state = self.lock();
@@ -296,14 +303,16 @@ impl Outbox {
                 accepted_at: None,
             });
         }
+        metrics.discarded(DropReason::SlowConsumer, pushed_frames(&dropped));
         drop(dropped);
         self.abort.notify_one();
         self.work.notify_one();
         true
     }
 
-    /// Marks the connection dead (write failed or reader gone): nothing more is accepted.
-    pub fn mark_closed(&self) {
+    /// Marks the connection dead (write failed, reader gone, close not taken in time):
+    /// nothing more is accepted, and the pushed frames still queued are counted as discarded.
+    pub fn mark_closed(&self, metrics: &Metrics) {
         let dropped;
         {
             let mut state = self.lock();
@@ -311,6 +320,7 @@ impl Outbox {
             dropped = std::mem::take(&mut state.frames);
             state.bytes = 0;
         }
+        metrics.discarded(DropReason::Closed, pushed_frames(&dropped));
         drop(dropped);
         self.work.notify_one();
         self.abort.notify_one();
@@ -341,7 +351,7 @@ impl Outbox {
                 Flushed::HandedOver
             }
             Wrote::Failed => {
-                Self::fail(state);
+                Self::fail(state, metrics);
                 self.work.notify_one();
                 Flushed::Closed
             }
@@ -383,17 +393,18 @@ impl Outbox {
             }
             Wrote::Blocked => Progress::Blocked,
             Wrote::Failed => {
-                Self::fail(state);
+                Self::fail(state, metrics);
                 Progress::Finished
             }
         }
     }
 
-    fn fail(mut state: MutexGuard<'_, State>) {
+    fn fail(mut state: MutexGuard<'_, State>, metrics: &Metrics) {
         state.closed = true;
         let dropped = std::mem::take(&mut state.frames);
         state.bytes = 0;
         drop(state);
+        metrics.discarded(DropReason::Closed, pushed_frames(&dropped));
         drop(dropped);
     }
 
@@ -645,12 +656,29 @@ mod tests {
         outbox.push(Bytes::from_static(b"d"), None).unwrap();
     }
 
+    fn discarded(metrics: &Metrics, reason: &str) -> String {
+        let series = format!("pushgate_frames_discarded_total{{reason=\"{reason}\"}} ");
+        let exposition = metrics.render();
+        let line = exposition.lines().find(|l| l.starts_with(&series));
+        line.unwrap_or_default()[series.len()..].to_owned()
+    }
+
     #[tokio::test]
     async fn slow_close_drops_the_queue_keeps_the_close_frame_and_aborts() {
-        let outbox = Outbox::new(limits(2, 1024));
-        outbox.push(Bytes::from_static(b"a"), None).unwrap();
-        assert!(outbox.close_slow(Bytes::from_static(b"slow")));
+        let metrics = metrics();
+        let outbox = Outbox::new(limits(4, 1024));
+        outbox
+            .push(Bytes::from_static(b"a"), Some(Instant::now()))
+            .unwrap();
+        outbox.push_own(Bytes::from_static(b"pong")).unwrap();
+        outbox
+            .push(Bytes::from_static(b"b"), Some(Instant::now()))
+            .unwrap();
+        assert!(outbox.close_slow(Bytes::from_static(b"slow"), &metrics));
         assert!(!outbox.close(Bytes::from_static(b"other")));
+        // The two pushed frames count as discarded; the session's own pong does not.
+        assert_eq!(discarded(&metrics, "slow_consumer"), "2");
+        assert_eq!(discarded(&metrics, "closed"), "0");
         assert_eq!(outbox.len(), 1);
         assert!(outbox.is_closing());
         outbox.aborted().await;

@@ -96,7 +96,7 @@ pub async fn run(
     let reason = match ending {
         Ending::ClientClosed => CloseReason::Client,
         Ending::Reset => {
-            session.conn.outbox.mark_closed();
+            session.conn.outbox.mark_closed(&shared.metrics);
             CloseReason::Reset
         }
         Ending::ServerClosed(reason) => reason,
@@ -328,9 +328,10 @@ impl Session<'_> {
     }
 
     fn close_slow(&self) -> Ending {
-        self.conn
-            .outbox
-            .close_slow(frame::close(CloseCode::SLOW_CONSUMER.0, "slow consumer"));
+        self.conn.outbox.close_slow(
+            frame::close(CloseCode::SLOW_CONSUMER.0, "slow consumer"),
+            &self.shared.metrics,
+        );
         Ending::ServerClosed(CloseReason::SlowConsumer)
     }
 
@@ -342,10 +343,7 @@ impl Session<'_> {
             Message::Ping(payload) => {
                 let pong = frame::encode(OpCode::Pong, &payload);
                 if let Err(QueueError::Full) = self.conn.outbox.push_own(pong) {
-                    self.conn
-                        .outbox
-                        .close_slow(frame::close(CloseCode::SLOW_CONSUMER.0, "slow consumer"));
-                    return Some(Ending::ServerClosed(CloseReason::SlowConsumer));
+                    return Some(self.close_slow());
                 }
             }
             Message::Pong => {}

@@ -72,7 +72,7 @@ impl Writer {
             Ok(()) => WriterStep::Write,
             Err(_) => {
                 // A dead socket: whatever is still queued would never get through.
-                self.outbox.mark_closed();
+                self.outbox.mark_closed(&self.metrics);
                 WriterStep::Stop
             }
         }
@@ -107,7 +107,7 @@ impl Writer {
         if drained.is_ok() {
             return true;
         }
-        self.outbox.mark_closed();
+        self.outbox.mark_closed(&self.metrics);
         if let Some(socket) = self.outbox.socket() {
             // Closing with a zero linger sends a reset and frees the socket's buffers when
             // the last handle drops, at the end of the session, instead of leaving the

@@ -32,6 +32,7 @@ pub mod names {
     pub const OUTBOUND_BYTES: &str = "pushgate_outbound_bytes_total";
     pub const CLOSES: &str = "pushgate_connection_closes_total";
     pub const FRAMES_DROPPED: &str = "pushgate_frames_dropped_total";
+    pub const FRAMES_DISCARDED: &str = "pushgate_frames_discarded_total";
     pub const CONNECTIONS_REFUSED: &str = "pushgate_connections_refused_total";
     pub const AUTH_REJECTIONS: &str = "pushgate_auth_rejections_total";
     pub const FANOUT_LATENCY: &str = "pushgate_fanout_latency_seconds";
@@ -236,10 +237,12 @@ impl RefusalReason {
     }
 }
 
-/// Why a frame bound for a connection was not queued.
+/// Why a frame bound for a connection was not queued, or was thrown away once queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
+    /// The connection's queue overflowed: it is closed as a slow consumer.
     SlowConsumer,
+    /// The connection was closing, or died (reset, failed write, close not taken in time).
     Closed,
 }
 
@@ -290,6 +293,8 @@ pub struct Metrics {
     auth_rejections: Vec<Counter>,
     dropped_slow: Counter,
     dropped_closed: Counter,
+    discarded_slow: Counter,
+    discarded_closed: Counter,
     shards: Vec<ShardGauges>,
 }
 
@@ -366,6 +371,11 @@ impl Metrics {
                 names::FRAMES_DROPPED,
                 None,
                 "Frames not queued to a matching connection, by reason.",
+            ),
+            describe(
+                names::FRAMES_DISCARDED,
+                None,
+                "Frames queued to a connection (and counted in a push's reply) but thrown away unwritten when it closed, by reason.",
             ),
             describe(
                 names::CONNECTIONS_REFUSED,
@@ -514,6 +524,8 @@ impl Metrics {
             auth_rejections,
             dropped_slow: counter(names::FRAMES_DROPPED, Some(("reason", "slow_consumer"))),
             dropped_closed: counter(names::FRAMES_DROPPED, Some(("reason", "closed"))),
+            discarded_slow: counter(names::FRAMES_DISCARDED, Some(("reason", "slow_consumer"))),
+            discarded_closed: counter(names::FRAMES_DISCARDED, Some(("reason", "closed"))),
             shards,
             handle,
         };
@@ -554,6 +566,17 @@ impl Metrics {
         match reason {
             DropReason::SlowConsumer => self.dropped_slow.increment(1),
             DropReason::Closed => self.dropped_closed.increment(1),
+        }
+    }
+
+    /// Counts `frames` pushed frames thrown away from a closing connection's queue.
+    pub fn discarded(&self, reason: DropReason, frames: u64) {
+        if frames == 0 {
+            return;
+        }
+        match reason {
+            DropReason::SlowConsumer => self.discarded_slow.increment(frames),
+            DropReason::Closed => self.discarded_closed.increment(frames),
         }
     }
 

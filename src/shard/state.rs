@@ -384,7 +384,11 @@ impl ShardState {
                 }
                 Ok(Queue::Pending) => sent += 1,
                 Err(QueueError::Full) => {
-                    if bound.conn.outbox.close_slow(self.slow_close_frame.clone()) {
+                    if bound
+                        .conn
+                        .outbox
+                        .close_slow(self.slow_close_frame.clone(), &self.metrics)
+                    {
                         tracing::warn!(conn = bound.conn.id, "closing slow consumer");
                     }
                     self.metrics.dropped(DropReason::SlowConsumer);
@@ -668,7 +672,7 @@ mod tests {
         let mut s = state();
         let a = conn(1, 8);
         s.register("u".into(), "e".into(), a.clone());
-        a.outbox.mark_closed();
+        a.outbox.mark_closed(&s.metrics);
         assert_eq!(s.push("u", "e", &frame::text("m"), Instant::now()), 0);
         assert_eq!(s.users(), 0);
     }
