@@ -69,7 +69,8 @@ pub struct Config {
     #[arg(long, env = "PUSHGATE_METRICS_PATH", default_value = "/metrics")]
     pub metrics_path: String,
 
-    /// Runtime worker threads (default: available cores).
+    /// Runtime worker threads (default: available cores). With 1, the gateway runs on tokio's
+    /// single-threaded scheduler, which costs less per delivery than a one-worker pool.
     #[arg(long, env = "PUSHGATE_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
 
@@ -487,6 +488,11 @@ impl Config {
             }
         }
         Ok(keys)
+    }
+
+    /// Runtime worker threads, resolving the default (one per core).
+    pub fn worker_count(&self) -> usize {
+        self.worker_threads.unwrap_or_else(available_cores)
     }
 
     /// Shard count, resolving the default.

@@ -106,12 +106,31 @@ async fn out_of_file_descriptors_refuses_cleanly_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_every_client_with_1001_and_loses_no_answered_push() {
+    sigterm_drains_every_client(&[], None).await;
+}
+
+/// The same on one worker thread, where the gateway runs on tokio's single-threaded
+/// scheduler, on its main thread, instead of a pool (src/main.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_one_worker_thread_sigterm_drains_every_client_and_loses_no_answered_push() {
+    sigterm_drains_every_client(&["--worker-threads", "1"], Some(1)).await;
+}
+
+async fn sigterm_drains_every_client(extra_args: &[&str], threads: Option<usize>) {
     const USERS: usize = 20;
-    let mut gw = GatewayProcess::start(
-        &["--drain-window", "300ms", "--shutdown-timeout", "5s"],
-        None,
-    )
-    .await;
+    let mut args = vec!["--drain-window", "300ms", "--shutdown-timeout", "5s"];
+    args.extend_from_slice(extra_args);
+    let mut gw = GatewayProcess::start(&args, None).await;
+    if let Some(threads) = threads {
+        let pid = gw.child.id().expect("running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let running: usize = status
+            .lines()
+            .find_map(|line| line.strip_prefix("Threads:"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap();
+        assert_eq!(running, threads, "threads of the gateway process");
+    }
     let mut clients = Vec::new();
     for user in 0..USERS {
         clients.push(gw.client(&format!("d{user}"), "alarm").await);
