@@ -323,6 +323,37 @@ async fn wait_for_metric(gw: &Gateway, series: &str, value: f64) {
     }
 }
 
+/// Frames still queued for a client that vanishes are thrown away and counted as discarded,
+/// so that every delivery a reply counted is accounted for: written or discarded.
+#[tokio::test]
+async fn frames_queued_to_a_client_that_vanishes_are_counted_as_discarded() {
+    let gw = Gateway::start_with(roomy_queues(Config::for_tests())).await;
+    let stuck = stuck_client(&gw, "vic").await;
+    // These wait in the queue behind a full socket.
+    let mut pusher = gw.pusher().await;
+    for _ in 0..4 {
+        assert_eq!(pusher.push_ok("vic", "alarm", "queued").await, 1);
+    }
+    stuck.set_zero_linger().unwrap();
+    drop(stuck); // RST
+    wait_for_metric(
+        &gw,
+        r#"pushgate_connection_closes_total{reason="reset"}"#,
+        1.0,
+    )
+    .await;
+    let metrics = gw.metrics().await;
+    let value = |series: &str| metric(&metrics, series).unwrap();
+    let discarded = value(r#"pushgate_frames_discarded_total{reason="closed"}"#);
+    assert!(discarded >= 4.0, "{metrics}");
+    assert_eq!(
+        value("pushgate_deliveries_total"),
+        value("pushgate_frames_written_total") + discarded,
+        "{metrics}"
+    );
+    gw.stop().await;
+}
+
 /// A disconnect reaches a client whose socket is full at once: its connection task stops
 /// waiting for room, gives the close its second and ends, counted as disconnected.
 #[tokio::test]

@@ -63,19 +63,14 @@ impl Remote {
                 }
                 self.metrics.cluster.received.increment(1);
                 // Instants do not cross processes: fan-out latency here starts at receipt.
-                let result = self
-                    .router
+                self.router
                     .push(
                         push.user.to_owned(),
                         push.event.to_owned(),
                         push.frame,
                         Instant::now(),
                     )
-                    .await;
-                if let Ok(sent) = result {
-                    self.metrics.deliveries.increment(sent as u64);
-                }
-                result
+                    .await
             }
             Ok(Bucketed::Disconnect(disconnect)) => {
                 if disconnect.origin == self.node {
@@ -120,9 +115,6 @@ impl Remote {
                 .router
                 .broadcast(broadcast.event, broadcast.frame, Instant::now())
                 .await;
-            if let Ok(sent) = result {
-                self.metrics.deliveries.increment(sent as u64);
-            }
             self.answer(message.reply, result).await;
         }
     }

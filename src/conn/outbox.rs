@@ -130,13 +130,13 @@ pub struct Outbox {
     abort: Notify,
 }
 
-/// The status code of an encoded close frame (pushgate's close frames have a 2-byte header).
 /// Frames in `frames` that a push queued (counted in its reply), as opposed to the
 /// session's own control frames.
 fn pushed_frames(frames: &VecDeque<Queued>) -> u64 {
     frames.iter().filter(|q| q.accepted_at.is_some()).count() as u64
 }
 
+/// The status code of an encoded close frame (pushgate's close frames have a 2-byte header).
 fn code_of(close_frame: &Bytes) -> Option<u16> {
     close_frame
         .get(2..4)

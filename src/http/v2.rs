@@ -182,7 +182,6 @@ async fn respond(request: Request<Incoming>, ctx: &RequestContext) -> Result<Val
             let delivery = shared
                 .broadcast(&broadcast.event, frame, Instant::now())
                 .await?;
-            shared.metrics.deliveries.increment(delivery.local as u64);
             Ok(counted_json("sent", delivery.sent, delivery.partial))
         }
         "disconnect" => {
@@ -374,7 +373,6 @@ pub(super) async fn deliver(
 ) -> Result<Counted, ApiError> {
     let shared = &ctx.shared;
     let delivery = shared.deliver_many(pushes, Instant::now()).await?;
-    shared.metrics.deliveries.increment(delivery.local as u64);
     Ok(Counted {
         sent: delivery.sent,
         partial: delivery.partial,

@@ -234,9 +234,10 @@ impl ShardState {
                 let mut sent = 0;
                 for push in &pushes {
                     for user in &push.users {
-                        sent += self.push(user, &push.event, &push.frame, accepted_at);
+                        sent += self.queue(user, &push.event, &push.frame, accepted_at);
                     }
                 }
+                self.count_deliveries(sent);
                 let _ = reply.send(sent);
             }
             Command::Broadcast {
@@ -340,10 +341,12 @@ impl ShardState {
             .filter(|(_, user_conns)| user_conns.conns.iter().any(|b| b.holds(interned)))
             .map(|(user, _)| user.clone())
             .collect();
-        users
+        let sent = users
             .iter()
-            .map(|user| self.push(user, event, frame, accepted_at))
-            .sum()
+            .map(|user| self.queue(user, event, frame, accepted_at))
+            .sum();
+        self.count_deliveries(sent);
+        sent
     }
 
     /// Closes the connections of `user` (only those registered for `event`, when given) and
@@ -367,6 +370,22 @@ impl ShardState {
 
     /// Queues `frame` to every connection of `user` registered for `event`.
     pub fn push(&mut self, user: &str, event: &str, frame: &Bytes, accepted_at: Instant) -> usize {
+        let sent = self.queue(user, event, frame, accepted_at);
+        self.count_deliveries(sent);
+        sent
+    }
+
+    /// Deliveries are counted here, where the frames are queued, rather than by the request
+    /// that asked: a request dropped while waiting for its count still delivers them. Once
+    /// per command, not per user of a batch: the counter is shared by every shard.
+    fn count_deliveries(&self, sent: usize) {
+        if sent > 0 {
+            self.metrics.deliveries.increment(sent as u64);
+        }
+    }
+
+    /// [`ShardState::push`] without counting the deliveries.
+    fn queue(&mut self, user: &str, event: &str, frame: &Bytes, accepted_at: Instant) -> usize {
         let Some(user_conns) = self.users.get(user) else {
             return 0;
         };
@@ -440,6 +459,12 @@ mod tests {
         assert_eq!((a.outbox.len(), b.outbox.len(), c.outbox.len()), (1, 1, 0));
         assert_eq!(s.push("nobody", "alarm", &frame, Instant::now()), 0);
         assert_eq!((s.users(), s.connections()), (1, 3));
+        // The shard counts what it queued, whoever asked and whether or not they wait.
+        assert!(s
+            .metrics
+            .render()
+            .lines()
+            .any(|line| line == "pushgate_deliveries_total 2"));
     }
 
     /// The flush list is a round: connections are written in the order they got their first
