@@ -361,7 +361,13 @@ async fn reload_on_sighup(auth: Arc<dyn Authenticator>) {
         return;
     };
     while hangups.recv().await.is_some() {
-        match auth.reload() {
+        // Off the runtime: it reads and parses files.
+        let reloading = auth.clone();
+        let Ok(reloaded) = tokio::task::spawn_blocking(move || reloading.reload()).await else {
+            tracing::warn!("SIGHUP: reload panicked, keeping the old tokens");
+            continue;
+        };
+        match reloaded {
             Ok(()) => tracing::info!("SIGHUP: authenticator reloaded"),
             Err(error) => tracing::warn!(%error, "SIGHUP: reload failed, keeping the old tokens"),
         }

@@ -78,7 +78,7 @@ pub async fn handle(request: Request<Incoming>, ctx: RequestContext) -> Response
     } else if path.starts_with(super::v2::PREFIX) && (!public || config.public_push) {
         super::v2::handle(request, &ctx).await
     } else if !public && path == config.metrics_path {
-        metrics(shared)
+        metrics(shared).await
     } else {
         not_found()
     }
@@ -100,8 +100,15 @@ fn demo(path: &str) -> Response<Body> {
     response
 }
 
-fn metrics(shared: &Shared) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(shared.metrics.render())));
+/// Renders on the blocking pool: counting the open descriptors lists `/proc/self/fd`, which
+/// takes milliseconds with 100,000 connections, and a runtime thread (the only one, with
+/// `--worker-threads 1`) would deliver nothing meanwhile.
+async fn metrics(shared: &Shared) -> Response<Body> {
+    let metrics = shared.metrics.clone();
+    let Ok(exposition) = tokio::task::spawn_blocking(move || metrics.render()).await else {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, "metrics unavailable\n");
+    };
+    let mut response = Response::new(Full::new(Bytes::from(exposition)));
     response.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
