@@ -290,7 +290,7 @@ pub struct Config {
 
     /// Cluster mode: a NATS credentials file (`.creds`: a user JWT and its NKey seed, as
     /// `nsc` or a NATS provider writes it), for servers in operator (decentralized JWT) mode.
-    /// Read once at start.
+    /// Read at start; a new file takes effect at the next start.
     #[arg(
         long,
         env = "PUSHGATE_NATS_CREDS",
@@ -299,7 +299,7 @@ pub struct Config {
     pub nats_creds: Option<PathBuf>,
 
     /// Cluster mode: a file holding a user NKey seed (`SU…`), for servers that list their
-    /// users by public NKey. Read once at start.
+    /// users by public NKey. Read at start.
     #[arg(
         long,
         env = "PUSHGATE_NATS_NKEY",

@@ -119,13 +119,25 @@ const INCOMPLETE_FLAGS: &str = "give --nats-user with --nats-password, or one of
 const TWICE: &str =
     "NATS credentials are given both in a URL and by a --nats-… flag; give them once";
 
-/// Reads a `.creds` file and checks that async-nats finds a JWT and a user seed in it.
+/// Reads a `.creds` file and checks that async-nats finds a JWT and a seed in it, and that
+/// the seed is a user's (async-nats takes any kind, which every server then refuses).
 fn creds_file(path: &Path) -> Result<Credentials, ClusterError> {
     let flag = "--nats-creds";
     let text = read_text(path, flag)?;
     ConnectOptions::new()
         .credentials(&text)
         .map_err(|error| file_error(flag, path, error.to_string()))?;
+    let user_seed = text
+        .lines()
+        .filter_map(|line| nkeys::KeyPair::from_seed(line.trim()).ok())
+        .any(|key| key.key_pair_type() == nkeys::KeyPairType::User);
+    if !user_seed {
+        return Err(file_error(
+            flag,
+            path,
+            "its NKey seed is of another kind than a user (SU…)".to_owned(),
+        ));
+    }
     Ok(Credentials::CredsFile {
         path: path.to_owned(),
         text,
@@ -347,18 +359,19 @@ mod tests {
         ])
         .is_err());
         assert!(Config::try_parse_from(["pushgate", "--nats-tls-cert", "c.pem"]).is_err());
-        for (a, b) in [
-            ("--nats-creds", "--nats-token"),
-            ("--nats-creds", "--nats-user"),
-            ("--nats-creds", "--nats-nkey"),
-            ("--nats-nkey", "--nats-token"),
-            ("--nats-nkey", "--nats-user"),
-        ] {
-            assert!(
-                Config::try_parse_from(["pushgate", a, "x", b, "y"]).is_err(),
-                "{a} with {b}"
-            );
+        let user = ["--nats-user", "a", "--nats-password", "p"];
+        assert!(Config::try_parse_from([&["pushgate"][..], &user].concat()).is_ok());
+        for file_flag in ["--nats-creds", "--nats-nkey"] {
+            let alone = ["pushgate", file_flag, "f"];
+            assert!(Config::try_parse_from(alone).is_ok(), "{file_flag}");
+            for other in [&["--nats-token", "t"][..], &user] {
+                let args = [&alone[..], other].concat();
+                assert!(Config::try_parse_from(&args).is_err(), "{args:?}");
+            }
         }
+        assert!(
+            Config::try_parse_from(["pushgate", "--nats-creds", "f", "--nats-nkey", "g"]).is_err()
+        );
     }
 
     /// A file under the temp dir holding `text`, removed on drop.
@@ -398,6 +411,21 @@ mod tests {
             error.starts_with(&format!("cluster mode: --nats-creds {}: ", damaged.path())),
             "{error}"
         );
+        let account_creds = File::with(
+            "account.creds",
+            &format!(
+                "-----BEGIN NATS USER JWT-----\neyJ0eXAiOiJKV1QifQ.e30.sig\n------END NATS USER JWT------\n\n\
+                 -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+                nkeys::KeyPair::new_account().seed().unwrap()
+            ),
+        );
+        let error = validation_error(&[
+            "--nats-url",
+            "10.0.0.5",
+            "--nats-creds",
+            account_creds.path(),
+        ]);
+        assert!(error.contains("another kind than a user"), "{error}");
         let error = validation_error(&[
             "--nats-url",
             "10.0.0.5",
@@ -427,6 +455,16 @@ mod tests {
         );
         // The seed never shows in a debug print.
         assert!(!format!("{servers:?}").contains(&user.seed().unwrap()));
+
+        // Credentials in a URL as well: refused like any other pair of sources.
+        let error = super::servers(&config(&[
+            "--nats-url",
+            "nats://t0ken@10.0.0.5",
+            "--nats-nkey",
+            good.path(),
+        ]))
+        .unwrap_err();
+        assert!(matches!(error, ClusterError::Setting(TWICE)), "{error}");
 
         let account = File::with("account.nk", &nkeys::KeyPair::new_account().seed().unwrap());
         let error = validation_error(&["--nats-url", "10.0.0.5", "--nats-nkey", account.path()]);
