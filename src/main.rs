@@ -67,8 +67,8 @@ fn init_logging(config: &Config) {
 
 fn serve(config: Config, auth: Arc<dyn Authenticator>) -> anyhow::Result<()> {
     // One worker: tokio's single-threaded scheduler, on this thread. It does the same work as
-    // a one-worker pool without the pool's cross-thread bookkeeping: 8-25 % less server CPU
-    // per delivery in `load` and `fanout` (docs/PERFORMANCE.md).
+    // a one-worker pool without the pool's cross-thread bookkeeping, for less CPU per delivery
+    // (docs/PERFORMANCE.md, "One worker", with the trade it shows in a closed-loop fan-out).
     let mut builder = match config.worker_count() {
         1 => tokio::runtime::Builder::new_current_thread(),
         workers => {
