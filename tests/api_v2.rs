@@ -197,6 +197,8 @@ async fn batch_answers_each_item() {
             {"userId": "alice", "event": "", "message": "bad"},
             {"userIds": ["alice", "carol"], "event": "alarm", "message": {"n": 2}},
             5,
+            // The fields of a push in order, as serde would take them for a struct.
+            ["alice", null, "alarm", "positional"],
         ]}),
     )
     .await;
@@ -212,8 +214,45 @@ async fn batch_answers_each_item() {
         message.starts_with("pushes[3]: ") && message.contains("expected a push object"),
         "{message}"
     );
+    assert_eq!(
+        results[4],
+        json!({"error": "bad_request", "message": "pushes[4]: expected a push object"})
+    );
     assert_eq!(next_text(&mut alice).await, "one");
     assert_eq!(next_text(&mut alice).await, r#"{"n":2}"#);
+    assert_nothing_queued(&mut alice).await;
+    gw.stop().await;
+}
+
+/// Every v2 body is a JSON object. An array of the fields in order (which serde's derived
+/// structs would take) is refused, and nothing is delivered.
+#[tokio::test]
+async fn bodies_that_are_not_json_objects_are_refused() {
+    let gw = Gateway::start().await;
+    let mut alice = gw.client("alice", "alarm").await;
+    for (path, body) in [
+        (
+            "/api/v2/push",
+            json!(["alice", null, "alarm", "positional"]),
+        ),
+        ("/api/v2/broadcast", json!(["alarm", "positional"])),
+        ("/api/v2/disconnect", json!(["alice"])),
+        (
+            "/api/v2/batch",
+            json!([[{"userId": "alice", "event": "alarm", "message": "x"}]]),
+        ),
+        ("/api/v2/alertmanager", json!(["4", "pushgate"])),
+        ("/api/v2/push", json!("alice")),
+    ] {
+        let (status, reply) = post(&gw, path, body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path} {body}");
+        assert_eq!(
+            reply,
+            json!({"error": "bad_request", "message": "the body must be a JSON object"}),
+            "{path} {body}"
+        );
+    }
+    assert_nothing_queued(&mut alice).await;
     gw.stop().await;
 }
 

@@ -221,8 +221,20 @@ async fn read_body(request: Request<Incoming>, config: &Config) -> Result<Bytes,
         })
 }
 
+/// Parses a body that must be a JSON object. serde's derived structs also accept an array
+/// of their fields in order, which would make `["alarm", "hi"]` a broadcast: refused.
 pub(super) fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    if !is_object(body) {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// Whether `json` starts (after JSON whitespace) with an object.
+fn is_object(json: &[u8]) -> bool {
+    json.iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        .is_some_and(|&b| b == b'{')
 }
 
 pub(super) fn non_empty(field: &str, value: &str) -> Result<(), ApiError> {
@@ -398,6 +410,11 @@ async fn batch(ctx: &RequestContext, body: &[u8]) -> Result<Value, ApiError> {
         .enumerate()
         .map(|(at, item)| async move {
             // Positions in serde's message are inside the item: say which item it is.
+            if !is_object(item.get().as_bytes()) {
+                return Err(ApiError::bad_request(format!(
+                    "pushes[{at}]: expected a push object"
+                )));
+            }
             let push = serde_json::from_str::<PushBody<'_>>(item.get())
                 .map_err(|e| ApiError::bad_request(format!("pushes[{at}]: {e}")))?;
             push_one(ctx, push).await
