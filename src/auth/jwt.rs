@@ -272,9 +272,14 @@ mod tests {
             token(claims(serde_json::json!({})), Some("k1"), Algorithm::HS384),
             RejectReason::AlgorithmMismatch,
         );
-        let mut forged = token(claims(serde_json::json!({})), Some("k1"), Algorithm::HS256);
-        forged.pop();
-        forged.push('A');
+        // Another first character of the signature: six bits of its first byte change.
+        // (Replacing the last character was a no-op whenever it already was the
+        // replacement: one token in 16, since it carries 4 bits and 2 of padding.)
+        let signed = token(claims(serde_json::json!({})), Some("k1"), Algorithm::HS256);
+        let (message, signature) = signed.rsplit_once('.').unwrap();
+        let first = if signature.starts_with('A') { 'B' } else { 'A' };
+        let forged = format!("{message}.{first}{}", &signature[1..]);
+        assert_ne!(forged, signed);
         check(forged, RejectReason::BadSignature);
         check("not.a.token".into(), RejectReason::Malformed);
         // alg "none": header {"alg":"none","kid":"k1"}, any payload, empty signature.
