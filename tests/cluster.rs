@@ -565,15 +565,6 @@ async fn nodes_authenticate_with_a_token_from_the_flags_or_from_the_url() {
     .await;
 }
 
-/// A fresh directory under the system temp dir for one test's files.
-fn test_dir(kind: &str) -> std::path::PathBuf {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("pushgate-test-{kind}-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// A NATS JWT (as `nsc` issues them): `claims` plus the standard fields, signed with the
 /// issuer's NKey (`ed25519-nkey`).
 fn nats_jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: serde_json::Value) -> String {
@@ -656,12 +647,11 @@ fn operator_mode() -> (String, String) {
 async fn nodes_authenticate_with_a_creds_file_to_a_server_in_operator_mode() {
     let (server, creds) = operator_mode();
     let nats = NatsServer::start_with_config(&server).await;
-    let dir = test_dir("creds");
-    let creds_path = dir.join("node.creds").display().to_string();
+    let dir = TempDir::new("creds");
+    let creds_path = dir.file("node.creds");
     std::fs::write(&creds_path, creds).unwrap();
     let args = ["--nats-url", &nats.url(), "--nats-creds", &creds_path];
     assert_two_nodes_join(&args, &args).await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -672,20 +662,27 @@ async fn nodes_authenticate_with_an_nkey_seed() {
         user.public_key()
     ))
     .await;
-    let dir = test_dir("nkey");
-    let seed_path = dir.join("node.nk").display().to_string();
+    let dir = TempDir::new("nkey");
+    let seed_path = dir.file("node.nk");
     std::fs::write(&seed_path, format!("{}\n", user.seed().unwrap())).unwrap();
     let args = ["--nats-url", &nats.url(), "--nats-nkey", &seed_path];
     assert_two_nodes_join(&args, &args).await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, made by the
 /// `openssl` command (scripts/test installs it) in a fresh directory.
-fn certificates() -> std::path::PathBuf {
-    let dir = test_dir("tls");
-    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+fn certificates() -> TempDir {
+    let dir = TempDir::new("tls");
+    std::fs::write(
+        dir.path().join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("client.ext"),
+        "extendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
     let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
     let sign = |name: &str| {
         format!(
@@ -704,7 +701,7 @@ fn certificates() -> std::path::PathBuf {
         let args: Vec<&str> = step.split_whitespace().collect();
         let output = std::process::Command::new("openssl")
             .args(&args)
-            .current_dir(&dir)
+            .current_dir(dir.path())
             .output()
             .expect("openssl must be installed (scripts/test installs it)");
         assert!(output.status.success(), "openssl {args:?}: {output:?}");
@@ -715,7 +712,7 @@ fn certificates() -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_reach_a_nats_server_that_requires_mutual_tls() {
     let dir = certificates();
-    let path = |name: &str| dir.join(name).display().to_string();
+    let path = |name: &str| dir.file(name);
     let nats = NatsServer::start_with_config(&format!(
         "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  ca_file: \"{}\"\n  verify: true\n}}\n",
         path("server.pem"),
@@ -738,7 +735,6 @@ async fn nodes_reach_a_nats_server_that_requires_mutual_tls() {
         &[&["--nats-url", &tls_url][..], &tls].concat(),
     )
     .await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

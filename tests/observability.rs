@@ -121,27 +121,12 @@ struct Prometheus {
     _dir: TempDir,
 }
 
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 impl Prometheus {
     async fn start(target: std::net::SocketAddr) -> Self {
         use std::io::BufRead;
         let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let dir = std::env::temp_dir().join(format!(
-            "pushgate-test-prometheus-{}-{}",
-            std::process::id(),
-            addr.port()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let dir = TempDir(dir);
-        let config = dir.0.join("prometheus.yml");
+        let dir = TempDir::new("prometheus");
+        let config = dir.path().join("prometheus.yml");
         std::fs::write(
             &config,
             format!(
@@ -152,10 +137,7 @@ impl Prometheus {
         .unwrap();
         let mut child = Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.0.join("data").display()
-            ))
+            .arg(format!("--storage.tsdb.path={}", dir.file("data")))
             .arg(format!("--web.listen-address={addr}"))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

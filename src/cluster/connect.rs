@@ -119,6 +119,8 @@ const INCOMPLETE_FLAGS: &str = "give --nats-user with --nats-password, or one of
 const TWICE: &str =
     "NATS credentials are given both in a URL and by a --nats-… flag; give them once";
 
+const NOT_A_USER_SEED: &str = "an NKey seed of another kind than a user's (SU…)";
+
 /// Reads a `.creds` file and checks that async-nats finds a JWT and a seed in it, and that
 /// the seed is a user's (async-nats takes any kind, which every server then refuses).
 fn creds_file(path: &Path) -> Result<Credentials, ClusterError> {
@@ -132,11 +134,7 @@ fn creds_file(path: &Path) -> Result<Credentials, ClusterError> {
         .filter_map(|line| nkeys::KeyPair::from_seed(line.trim()).ok())
         .any(|key| key.key_pair_type() == nkeys::KeyPairType::User);
     if !user_seed {
-        return Err(file_error(
-            flag,
-            path,
-            "its NKey seed is of another kind than a user (SU…)".to_owned(),
-        ));
+        return Err(file_error(flag, path, NOT_A_USER_SEED.to_owned()));
     }
     Ok(Credentials::CredsFile {
         path: path.to_owned(),
@@ -157,11 +155,7 @@ fn nkey_seed(path: &Path) -> Result<Credentials, ClusterError> {
         )
     })?;
     if key.key_pair_type() != nkeys::KeyPairType::User {
-        return Err(file_error(
-            flag,
-            path,
-            "an NKey seed of another kind than a user (SU…)".to_owned(),
-        ));
+        return Err(file_error(flag, path, NOT_A_USER_SEED.to_owned()));
     }
     Ok(Credentials::NKeySeed(seed.to_owned()))
 }

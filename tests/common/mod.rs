@@ -601,3 +601,33 @@ Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n
 pub async fn raw_websocket(gw: &Gateway) -> TcpStream {
     raw_handshake(TcpStream::connect(gw.addr).await.unwrap()).await
 }
+
+/// A fresh directory under the system temp dir for one test's files, removed on drop (so
+/// also when the test fails).
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(kind: &str) -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("pushgate-test-{kind}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    /// The path of `name` in this directory, as a string for a command line.
+    pub fn file(&self, name: &str) -> String {
+        self.0.join(name).display().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
