@@ -178,6 +178,46 @@ async fn escaped_json_strings_are_delivered_decoded() {
     gw.stop().await;
 }
 
+/// The old server's Go decoder turned bytes that are not UTF-8 (a Latin-1 log line pasted
+/// into a push) and lone surrogate escapes into U+FFFD, one per byte, and delivered the
+/// message; pipelines that relied on it keep working. Counted, since the text delivered is
+/// not the text sent.
+#[tokio::test]
+async fn text_that_is_not_utf8_is_delivered_with_replacement_characters_as_go_did() {
+    let gw = Gateway::start().await;
+    let mut client = gw.connect().await;
+    // A lone surrogate in the token: the user is "h\u{FFFD}", as Go decoded it.
+    send_and_sync(
+        &mut client,
+        Message::Text(r#"{"token":"h\udc00","event":"alarm"}"#.into()),
+    )
+    .await;
+    let mut pusher = gw.pusher().await;
+    let body: &'static [u8] =
+        b"{\"userId\":\"h\\udc00\",\"event\":\"alarm\",\"message\":\"caf\xe9 \xe2\x82!\"}";
+    let (status, reply) = pusher.request("POST", "/push", &[], body).await;
+    assert_eq!(
+        (status.as_u16(), reply.as_str()),
+        (200, "message sent to 1 clients")
+    );
+    assert_eq!(
+        next_text(&mut client).await,
+        "caf\u{FFFD} \u{FFFD}\u{FFFD}!"
+    );
+    let metrics = gw.metrics().await;
+    for source in ["push", "register"] {
+        assert_eq!(
+            metric(
+                &metrics,
+                &format!(r#"pushgate_invalid_text_replaced_total{{source="{source}"}}"#)
+            ),
+            Some(1.0),
+            "{source}"
+        );
+    }
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn a_second_register_adds_an_event_for_the_same_user_and_is_refused_for_another() {
     let gw = Gateway::start().await;

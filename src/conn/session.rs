@@ -367,6 +367,13 @@ impl Session<'_> {
     async fn register(&mut self, text: &[u8]) -> Option<Ending> {
         let metrics = &self.shared.metrics;
         let frame = match RegisterFrame::parse(text) {
+            Ok(frame) if frame.replaced_invalid_text => {
+                metrics.invalid_text_register.increment(1);
+                tracing::debug!(
+                    "register frame held a lone surrogate; read with U+FFFD in its place"
+                );
+                frame
+            }
             Ok(frame) => frame,
             Err(RegisterError::Malformed) => {
                 metrics.registration(RegisterResult::Malformed);

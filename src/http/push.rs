@@ -64,6 +64,12 @@ async fn respond(request: Request<Incoming>, shared: &Shared) -> (Response<Body>
             PushResult::BadRequest,
         );
     };
+    if push.replaced_invalid_text {
+        shared.metrics.invalid_text_push.increment(1);
+        tracing::debug!(
+            "push body held text that is not UTF-8; delivered with U+FFFD in its place"
+        );
+    }
     let frame = frame::text(&push.message);
     let accepted_at = Instant::now();
     match shared

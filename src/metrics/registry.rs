@@ -35,6 +35,7 @@ pub mod names {
     pub const FRAMES_DISCARDED: &str = "pushgate_frames_discarded_total";
     pub const CONNECTIONS_REFUSED: &str = "pushgate_connections_refused_total";
     pub const AUTH_REJECTIONS: &str = "pushgate_auth_rejections_total";
+    pub const INVALID_TEXT_REPLACED: &str = "pushgate_invalid_text_replaced_total";
     pub const FANOUT_LATENCY: &str = "pushgate_fanout_latency_seconds";
     pub const PUSH_DURATION: &str = "pushgate_push_duration_seconds";
     pub const CLUSTER_CONNECTED: &str = "pushgate_cluster_connected";
@@ -285,6 +286,10 @@ pub struct Metrics {
     pub outbound_bytes: Counter,
     pub fanout_latency: Histogram,
     pub push_duration: Histogram,
+    /// v1 push bodies whose invalid text was replaced with U+FFFD.
+    pub invalid_text_push: Counter,
+    /// Register frames whose invalid text was replaced with U+FFFD.
+    pub invalid_text_register: Counter,
     pub cluster: ClusterMetrics,
     registrations: Vec<Counter>,
     pushes: Vec<Counter>,
@@ -386,6 +391,11 @@ impl Metrics {
                 names::AUTH_REJECTIONS,
                 None,
                 "Register tokens refused by the authenticator, by reason.",
+            ),
+            describe(
+                names::INVALID_TEXT_REPLACED,
+                None,
+                "v1 push bodies and register frames holding bytes that are not UTF-8 or lone surrogate escapes, replaced with U+FFFD as the old server did, by source.",
             ),
             describe(
                 names::FANOUT_LATENCY,
@@ -498,6 +508,11 @@ impl Metrics {
                 .register_histogram(&Key::from_name(names::FANOUT_LATENCY), &METADATA),
             push_duration: recorder
                 .register_histogram(&Key::from_name(names::PUSH_DURATION), &METADATA),
+            invalid_text_push: counter(names::INVALID_TEXT_REPLACED, Some(("source", "push"))),
+            invalid_text_register: counter(
+                names::INVALID_TEXT_REPLACED,
+                Some(("source", "register")),
+            ),
             cluster: ClusterMetrics {
                 connected: recorder
                     .register_gauge(&Key::from_name(names::CLUSTER_CONNECTED), &METADATA),

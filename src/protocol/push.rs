@@ -10,7 +10,7 @@ use std::borrow::Cow;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 
-use super::fields::{decode_first, visit_string_fields};
+use super::fields::{decode_first, replace_invalid_text, visit_string_fields};
 
 /// A valid push: every field present and non-empty. Fields borrow from the body unless
 /// they contain escapes.
@@ -19,6 +19,10 @@ pub struct PushRequest<'a> {
     pub user_id: Cow<'a, str>,
     pub event: Cow<'a, str>,
     pub message: Cow<'a, str>,
+    /// The body held text that is not UTF-8 or a lone surrogate escape, replaced with U+FFFD
+    /// as the old server's decoder did (see [`replace_invalid_text`]): worth counting, since
+    /// the message delivered is not the one the pipeline meant.
+    pub replaced_invalid_text: bool,
 }
 
 /// The one error v1 knows: its reply is `400 request data illegal`.
@@ -29,7 +33,19 @@ pub struct IllegalRequest;
 impl<'a> PushRequest<'a> {
     /// Parses a push body with the old server's rules (see [`super::fields`]).
     pub fn parse(body: &'a [u8]) -> Result<Self, IllegalRequest> {
-        let request: Self = decode_first(body).ok_or(IllegalRequest)?;
+        let request = match decode_first::<Self>(body) {
+            Some(request) => request,
+            None => {
+                let repaired = replace_invalid_text(body).ok_or(IllegalRequest)?;
+                let request: PushRequest<'_> = decode_first(&repaired).ok_or(IllegalRequest)?;
+                PushRequest {
+                    user_id: Cow::Owned(request.user_id.into_owned()),
+                    event: Cow::Owned(request.event.into_owned()),
+                    message: Cow::Owned(request.message.into_owned()),
+                    replaced_invalid_text: true,
+                }
+            }
+        };
         if request.user_id.is_empty() || request.event.is_empty() || request.message.is_empty() {
             return Err(IllegalRequest);
         }
@@ -73,6 +89,7 @@ mod tests {
             user_id: user_id.into(),
             event: event.into(),
             message: message.into(),
+            replaced_invalid_text: false,
         })
     }
 
@@ -95,6 +112,27 @@ mod tests {
                 br#"{"user\u0049d":"u","event":"e","message":"a\"b\n\u00e9\ud83d\ude00"}"#
             ),
             ok("u", "e", "a\"b\né😀")
+        );
+    }
+
+    #[test]
+    fn invalid_text_is_delivered_replaced_as_the_old_server_did() {
+        let request = PushRequest::parse(
+            b"{\"userId\":\"u\xff\",\"event\":\"e\",\"message\":\"caf\xe9 \\ud800\"}",
+        )
+        .unwrap();
+        assert_eq!(request.user_id, "u\u{FFFD}");
+        assert_eq!(request.message, "caf\u{FFFD} \u{FFFD}");
+        assert!(request.replaced_invalid_text);
+        assert!(
+            !PushRequest::parse(br#"{"userId":"u","event":"e","message":"caf\u00e9"}"#)
+                .unwrap()
+                .replaced_invalid_text
+        );
+        // Still 400 when the body is illegal for another reason too.
+        assert_eq!(
+            PushRequest::parse(b"{\"userId\":\"u\",\"event\":\"e\",\"message\":\"\xff\",}"),
+            Err(IllegalRequest)
         );
     }
 

@@ -2,7 +2,7 @@
 
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 
-use super::fields::{decode_first, key_matches, Text};
+use super::fields::{decode_first, key_matches, replace_invalid_text, Text};
 
 /// A decoded register frame. `ack` is pushgate's opt-in extension: the client asks for a
 /// reply frame saying whether the registration succeeded (without it nothing is sent, as
@@ -12,6 +12,9 @@ pub struct RegisterFrame {
     pub token: String,
     pub event: String,
     pub ack: bool,
+    /// The frame held a lone surrogate escape, replaced with U+FFFD as the old server's
+    /// decoder did (a text frame is UTF-8 already; see [`replace_invalid_text`]).
+    pub replaced_invalid_text: bool,
 }
 
 /// Why a register frame binds nothing (the connection stays open and unbound either way).
@@ -29,7 +32,17 @@ pub enum RegisterError {
 impl RegisterFrame {
     /// Parses a text frame with the old server's rules (see [`super::fields`]).
     pub fn parse(bytes: &[u8]) -> Result<Self, RegisterError> {
-        let frame: Self = decode_first(bytes).ok_or(RegisterError::Malformed)?;
+        let frame = match decode_first::<Self>(bytes) {
+            Some(frame) => frame,
+            None => {
+                let repaired = replace_invalid_text(bytes).ok_or(RegisterError::Malformed)?;
+                let frame: Self = decode_first(&repaired).ok_or(RegisterError::Malformed)?;
+                Self {
+                    replaced_invalid_text: true,
+                    ..frame
+                }
+            }
+        };
         if frame.token.is_empty() || frame.event.is_empty() {
             return Err(RegisterError::EmptyField { ack: frame.ack });
         }
@@ -89,6 +102,7 @@ mod tests {
             token: token.into(),
             event: event.into(),
             ack: false,
+            replaced_invalid_text: false,
         })
     }
 
@@ -106,6 +120,13 @@ mod tests {
             RegisterFrame::parse(br#"{"token":"t","event":"e","x":[1,{"a":2}]}"#),
             ok("t", "e")
         );
+    }
+
+    #[test]
+    fn a_lone_surrogate_is_replaced_as_the_old_server_did() {
+        let frame = RegisterFrame::parse(br#"{"token":"t\ud800","event":"e"}"#).unwrap();
+        assert_eq!(frame.token, "t\u{FFFD}");
+        assert!(frame.replaced_invalid_text);
     }
 
     #[test]
