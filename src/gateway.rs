@@ -90,9 +90,17 @@ pub struct Shared {
     sessions: TaskTracker,
     /// Running out of descriptors is logged once per interval, whichever listener hits it.
     fd_exhausted_logged: LogThrottle,
+    /// When an accept last failed for lack of descriptors: `/readyz` says 503 for a while.
+    fd_exhausted: RecentEvent,
 }
 
 impl Shared {
+    /// Whether the process ran out of file descriptors within the last [`FD_NOT_READY`]:
+    /// new connections may be refused, so a load balancer should send them elsewhere.
+    pub fn recently_out_of_fds(&self) -> bool {
+        self.fd_exhausted.within(FD_NOT_READY)
+    }
+
     /// Delivers a push to every matching connection: this node's, and in cluster mode every
     /// other node's. Every push endpoint goes through here.
     pub async fn deliver(
@@ -301,6 +309,7 @@ pub async fn run_with_auth(
             .map_or(0, |d| d.as_nanos() as u64),
         sessions: TaskTracker::new(),
         fd_exhausted_logged: LogThrottle::new(FD_LOG_INTERVAL),
+        fd_exhausted: RecentEvent::new(),
         metrics,
         auth,
         config,
@@ -454,6 +463,15 @@ struct FdReserve {
 /// How often running out of descriptors is logged (it is counted every time).
 const FD_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// How long `/readyz` answers 503 after an accept failed for lack of descriptors: longer
+/// than the gap between two failures while the pressure lasts, short enough to turn ready
+/// soon after it ends.
+pub const FD_NOT_READY: Duration = Duration::from_secs(5);
+
+/// How long a shed connection's request line is awaited, to tell a liveness probe from
+/// anything else; a probe sends it with the connection.
+const FD_HEAD_WAIT: Duration = Duration::from_millis(100);
+
 /// Pause after shedding a connection, so that a flood costs little CPU.
 const FD_BACKOFF: Duration = Duration::from_millis(10);
 
@@ -485,6 +503,7 @@ impl FdReserve {
             self.file = std::fs::File::open("/dev/null").ok();
         }
         let shared = &ctx.shared;
+        shared.fd_exhausted.record();
         shared.metrics.refused(RefusalReason::FdExhausted);
         if shared.fd_exhausted_logged.ready() {
             tracing::warn!(
@@ -499,10 +518,7 @@ impl FdReserve {
                 // Read the request (a probe's fits): a socket closed with unread bytes sends
                 // a reset, which can reach the client before the answer does.
                 let mut head = [0u8; 1024];
-                let read = match tokio::time::timeout(FD_BACKOFF, stream.readable()).await {
-                    Ok(Ok(())) => stream.try_read(&mut head).unwrap_or(0),
-                    _ => 0,
-                };
+                let read = read_request_line(&stream, &mut head).await;
                 let answer = if is_liveness_probe(&head[..read]) {
                     FD_EXHAUSTED_ALIVE
                 } else {
@@ -513,6 +529,55 @@ impl FdReserve {
             self.file = std::fs::File::open("/dev/null").ok();
         }
         tokio::time::sleep(FD_BACKOFF).await;
+    }
+}
+
+/// Reads into `head` until it holds a whole request line, it is full, the peer stops, or
+/// [`FD_HEAD_WAIT`] passes; returns the bytes read.
+async fn read_request_line(stream: &tokio::net::TcpStream, head: &mut [u8]) -> usize {
+    let mut read = 0;
+    let reading = async {
+        while read < head.len() && !head[..read].contains(&b'\n') {
+            if stream.readable().await.is_err() {
+                return;
+            }
+            match stream.try_read(&mut head[read..]) {
+                Ok(0) => return,
+                Ok(n) => read += n,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(FD_HEAD_WAIT, reading).await;
+    read
+}
+
+/// When something last happened, readable from any thread without a lock.
+struct RecentEvent {
+    started: Instant,
+    /// Milliseconds after `started`, plus one (0: never).
+    last_ms: AtomicU64,
+}
+
+impl RecentEvent {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn record(&self) {
+        let now_ms = self.started.elapsed().as_millis() as u64 + 1;
+        self.last_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    fn within(&self, window: Duration) -> bool {
+        let last_ms = self.last_ms.load(Ordering::Relaxed);
+        last_ms != 0
+            && (self.started.elapsed().as_millis() as u64 + 1).saturating_sub(last_ms)
+                < window.as_millis() as u64
     }
 }
 
@@ -564,6 +629,7 @@ impl Shared {
             drain_seed: 0,
             sessions: TaskTracker::new(),
             fd_exhausted_logged: LogThrottle::new(FD_LOG_INTERVAL),
+            fd_exhausted: RecentEvent::new(),
             metrics,
             auth: Arc::new(crate::auth::IdentityAuthenticator),
             config,
@@ -574,6 +640,15 @@ impl Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recent_event_is_recent_for_its_window_only() {
+        let event = RecentEvent::new();
+        assert!(!event.within(Duration::from_secs(3600)), "never happened");
+        event.record();
+        assert!(event.within(Duration::from_secs(3600)));
+        assert!(!event.within(Duration::ZERO));
+    }
 
     #[test]
     fn fd_exhausted_response_has_the_right_length() {

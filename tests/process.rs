@@ -16,7 +16,9 @@ async fn raw_status(addr: std::net::SocketAddr, request_line: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream
-        .write_all(format!("{request_line} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .write_all(
+            format!("{request_line} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
         .await
         .unwrap();
     let mut answer = Vec::new();
@@ -68,15 +70,26 @@ async fn out_of_file_descriptors_refuses_cleanly_and_recovers() {
         ("GET /readyz", "503"),
         ("GET /ws", "503"),
     ] {
-        assert_eq!(raw_status(gw.addr, request).await, status, "{request}");
+        // Several times: a probe must never be the one answered 503 (the process would be
+        // restarted for it).
+        for _ in 0..10 {
+            assert_eq!(raw_status(gw.addr, request).await, status, "{request}");
+        }
     }
     // The gateway still serves its existing clients.
     assert_eq!(pusher.push_ok("keeper", "alarm", "still served").await, 1);
     assert_eq!(next_text(&mut kept).await, "still served");
-    // Free some descriptors: new connections are accepted again.
+    // Free some descriptors: new connections are accepted again, but readiness stays 503
+    // for a while (`FD_NOT_READY`, 5 s) after the last refusal, then returns.
     for mut ws in clients.drain(..10) {
         ws.close(None).await.unwrap();
         while ws.next().await.is_some() {}
+    }
+    assert_eq!(raw_status(gw.addr, "GET /readyz").await, "503");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while raw_status(gw.addr, "GET /readyz").await != "200" {
+        assert!(tokio::time::Instant::now() < deadline, "never ready again");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await; // polling interval
     }
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut again = loop {

@@ -60,6 +60,8 @@ pub async fn handle(request: Request<Incoming>, ctx: RequestContext) -> Response
     } else if path == "/readyz" {
         if ctx.is_draining() {
             text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+        } else if shared.recently_out_of_fds() {
+            text(StatusCode::SERVICE_UNAVAILABLE, "out of file descriptors\n")
         } else if let Some(cluster) = &shared.cluster {
             // Local serving works whatever NATS does: still ready, with the cluster's state.
             text(
