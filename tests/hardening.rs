@@ -257,6 +257,14 @@ async fn the_per_user_cap_closes_the_extra_connection_with_4029() {
         ),
         Some(2.0)
     );
+    // Every register frame is counted, the refused ones too.
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"pushgate_registrations_total{result="user_cap"}"#
+        ),
+        Some(2.0)
+    );
     gw.stop().await;
 }
 

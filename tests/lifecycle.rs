@@ -451,6 +451,49 @@ async fn a_slow_consumer_that_reads_again_gets_close_4001() {
     gw.stop().await;
 }
 
+/// A client that asks for acks faster than it reads them fills its queue like any slow
+/// consumer: it is closed with 4001 after the replies that fit, never left waiting for a
+/// reply that was dropped unseen.
+#[tokio::test]
+async fn register_replies_that_overflow_the_queue_close_the_client_as_slow() {
+    const FRAMES: usize = 64;
+    let mut config = Config::for_tests();
+    config.conn_queue_frames = 8;
+    let gw = Gateway::start_with(config).await;
+    let mut burst = Vec::new();
+    for event in 0..FRAMES {
+        let frame = format!(r#"{{"token":"ada","event":"e{event}","ack":true}}"#);
+        burst.extend_from_slice(&[0x81, 0x80 | frame.len() as u8, 0, 0, 0, 0]);
+        burst.extend_from_slice(frame.as_bytes());
+    }
+    let mut raw = raw_websocket(&gw).await;
+    raw.write_all(&burst).await.unwrap();
+    let mut replies = 0;
+    let close = tokio::time::timeout(WAIT, async {
+        while replies < FRAMES {
+            match read_frame(&mut raw).await.expect("a frame") {
+                (0x1, _) => replies += 1,
+                (0x8, payload) => return Some(u16::from_be_bytes([payload[0], payload[1]])),
+                (opcode, _) => panic!("unexpected frame {opcode:#x}"),
+            }
+        }
+        None
+    })
+    .await
+    .expect("every reply, or a close, within the wait bound");
+    assert_eq!(close, Some(4001), "{replies} replies");
+    assert!(replies <= 8, "{replies} replies");
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"pushgate_connection_closes_total{reason="slow_consumer"}"#
+        ),
+        Some(1.0)
+    );
+    gw.stop().await;
+}
+
 /// An address in use names the listener that could not bind, once, and exits 1.
 #[test]
 fn a_listener_that_cannot_bind_is_named_once() {

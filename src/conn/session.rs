@@ -381,8 +381,7 @@ impl Session<'_> {
             }
             Err(RegisterError::EmptyField { ack }) => {
                 metrics.registration(RegisterResult::EmptyField);
-                self.reply_error(ack, "empty_field");
-                return None;
+                return self.reply_error(ack, "empty_field");
             }
         };
         let identity = match self.shared.auth.authenticate(&frame.token).await {
@@ -391,8 +390,7 @@ impl Session<'_> {
             Err(AuthError::Rejected(reason)) => return self.refuse(frame.ack, reason),
             Err(AuthError::Unavailable) => {
                 metrics.registration(RegisterResult::AuthUnavailable);
-                self.reply_error(frame.ack, "auth_unavailable");
-                return None;
+                return self.reply_error(frame.ack, "auth_unavailable");
             }
         };
         let event: Box<str> = frame.event.into();
@@ -408,13 +406,11 @@ impl Session<'_> {
             }
             Some(bound) if *bound.user != *user_id => {
                 metrics.registration(RegisterResult::UserConflict);
-                self.reply_error(frame.ack, "user_conflict");
-                return None;
+                return self.reply_error(frame.ack, "user_conflict");
             }
             Some(bound) if bound.events.contains(&event) => {
                 metrics.registration(RegisterResult::Duplicate);
-                self.reply_registered(frame.ack, &event);
-                return None;
+                return self.reply_registered(frame.ack, &event);
             }
             Some(bound)
                 if self.shared.config.max_events_per_connection > 0
@@ -426,8 +422,7 @@ impl Session<'_> {
                     events = bound.events.len(),
                     "register frame refused: too many events on one connection"
                 );
-                self.reply_error(frame.ack, "too_many_events");
-                return None;
+                return self.reply_error(frame.ack, "too_many_events");
             }
             Some(bound) => {
                 bound.events.push(event.clone());
@@ -454,7 +449,10 @@ impl Session<'_> {
             // The user's connection cap (the shard counted the refusal): only a first
             // binding can be refused, so the connection is bound to nothing.
             self.bound = None;
-            self.reply_error(frame.ack, "too_many_connections");
+            metrics.registration(RegisterResult::UserCap);
+            if let Some(slow) = self.reply_error(frame.ack, "too_many_connections") {
+                return Some(slow);
+            }
             return Some(self.close(
                 CloseCode::TOO_MANY_CONNECTIONS,
                 "too many connections for this user",
@@ -462,8 +460,7 @@ impl Session<'_> {
             ));
         }
         metrics.registration(result);
-        self.reply_registered(frame.ack, &event);
-        None
+        self.reply_registered(frame.ack, &event)
     }
 
     fn refuse(&self, ack: bool, reason: RejectReason) -> Option<Ending> {
@@ -474,7 +471,9 @@ impl Session<'_> {
             // The old server's behaviour: silently unbound.
             return None;
         }
-        self.reply_error(true, "token_rejected");
+        if let Some(slow) = self.reply_error(true, "token_rejected") {
+            return Some(slow);
+        }
         Some(self.close(
             CloseCode::UNAUTHORIZED,
             "unauthorized",
@@ -482,21 +481,28 @@ impl Session<'_> {
         ))
     }
 
-    /// Queues an ack frame for a client that asked for one.
-    fn reply(&self, ack: bool, body: &AckReply<'_>) {
-        if ack {
-            if let Ok(text) = serde_json::to_string(body) {
-                let _ = self.conn.outbox.push_own(frame::text(&text));
-            }
+    /// Queues an ack frame for a client that asked for one. A client that sends register
+    /// frames faster than it reads their replies fills its queue like any slow consumer, and
+    /// is closed as one (`Some`): a reply is never dropped unseen.
+    fn reply(&self, ack: bool, body: &AckReply<'_>) -> Option<Ending> {
+        if !ack {
+            return None;
+        }
+        let text = serde_json::to_string(body).ok()?;
+        match self.conn.outbox.push_own(frame::text(&text)) {
+            Ok(()) => None,
+            Err(QueueError::Full) => Some(self.close_slow()),
+            // Closing already: the close frame is on its way.
+            Err(QueueError::Closed) => None,
         }
     }
 
-    fn reply_registered(&self, ack: bool, event: &str) {
-        self.reply(ack, &AckReply::Registered { event });
+    fn reply_registered(&self, ack: bool, event: &str) -> Option<Ending> {
+        self.reply(ack, &AckReply::Registered { event })
     }
 
-    fn reply_error(&self, ack: bool, reason: &str) {
-        self.reply(ack, &AckReply::Error { reason });
+    fn reply_error(&self, ack: bool, reason: &str) -> Option<Ending> {
+        self.reply(ack, &AckReply::Error { reason })
     }
 
     async fn unbind(&mut self) {

@@ -70,10 +70,12 @@ pub enum RegisterResult {
     UserConflict,
     /// The connection already holds `--max-events-per-connection` events.
     TooManyEvents,
+    /// The user already holds `--max-connections-per-user` connections: closed with 4029.
+    UserCap,
 }
 
 impl RegisterResult {
-    const ALL: [Self; 10] = [
+    const ALL: [Self; 11] = [
         Self::Ok,
         Self::AddedEvent,
         Self::Duplicate,
@@ -84,6 +86,7 @@ impl RegisterResult {
         Self::AuthUnavailable,
         Self::UserConflict,
         Self::TooManyEvents,
+        Self::UserCap,
     ];
     fn label(self) -> &'static str {
         match self {
@@ -97,6 +100,7 @@ impl RegisterResult {
             Self::AuthUnavailable => "auth_unavailable",
             Self::UserConflict => "user_conflict",
             Self::TooManyEvents => "too_many_events",
+            Self::UserCap => "user_cap",
         }
     }
 }
