@@ -429,11 +429,19 @@ impl Config {
         if self.shutdown_timeout <= self.drain_window {
             return Err(ConfigError::ShutdownShorterThanDrain);
         }
-        if self.cluster_reply_timeout.is_zero() {
-            return Err(ConfigError::Zero("--cluster-reply-timeout"));
-        }
-        if self.body_timeout.is_zero() {
-            return Err(ConfigError::Zero("--body-timeout"));
+        // Durations that mean nothing at zero: a ping on every poll, connections closed
+        // before they can register, requests timed out before they arrive.
+        for (flag, value) in [
+            ("--ping-interval", self.ping_interval),
+            ("--register-timeout", self.register_timeout),
+            ("--header-timeout", self.header_timeout),
+            ("--body-timeout", self.body_timeout),
+            ("--auth-http-timeout", self.auth_http_timeout),
+            ("--cluster-reply-timeout", self.cluster_reply_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::Zero(flag));
+            }
         }
         if !self.nats_url.is_empty() {
             crate::cluster::connect::check(self)
@@ -601,10 +609,20 @@ mod tests {
             parse(&["--idle-timeout", "10s", "--ping-interval", "10s"]).validate(),
             Err(ConfigError::IdleShorterThanPing)
         );
-        assert_eq!(
-            parse(&["--body-timeout", "0s"]).validate(),
-            Err(ConfigError::Zero("--body-timeout"))
-        );
+        for flag in [
+            "--ping-interval",
+            "--register-timeout",
+            "--header-timeout",
+            "--body-timeout",
+            "--auth-http-timeout",
+            "--cluster-reply-timeout",
+        ] {
+            assert_eq!(
+                parse(&[flag, "0s"]).validate(),
+                Err(ConfigError::Zero(flag)),
+                "{flag}"
+            );
+        }
         assert!(matches!(
             parse(&["--push-keys-file", "/nonexistent/keys"]).validate(),
             Err(ConfigError::PushKeysFile { .. })

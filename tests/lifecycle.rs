@@ -494,6 +494,50 @@ async fn register_replies_that_overflow_the_queue_close_the_client_as_slow() {
     gw.stop().await;
 }
 
+/// While draining, pushes are refused with 503 and counted as `draining`, not as an
+/// overloaded shard: a rolling deploy must not look like saturation on the dashboards.
+#[tokio::test]
+async fn pushes_refused_while_draining_are_counted_as_draining() {
+    let mut config = Config::for_tests();
+    config.drain_window = Duration::from_secs(2);
+    config.shutdown_timeout = Duration::from_secs(4);
+    let mut gw = Gateway::start_with(config).await;
+    // An open connection keeps the drain going for its window.
+    let _client = gw.client("zoe", "alarm").await;
+    gw.begin_stop();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut probe = gw.pusher().await;
+        if let Some((status, _)) = probe.try_request("GET", "/readyz", "").await {
+            if status.as_u16() == 503 {
+                break;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never draining");
+    }
+    // A connection opened while draining answers one request: one pusher per request.
+    let push = r#"{"userId":"zoe","event":"alarm","message":"m"}"#;
+    let (status, reply) = gw.pusher().await.request("POST", "/push", &[], push).await;
+    assert_eq!((status.as_u16(), reply.as_str()), (503, "shutting down"));
+    let json = [("content-type", "application/json")];
+    let (status, _) = gw
+        .pusher()
+        .await
+        .request("POST", "/api/v2/push", &json, push)
+        .await;
+    assert_eq!(status.as_u16(), 503);
+    let (_, metrics) = gw.pusher().await.request("GET", "/metrics", &[], "").await;
+    assert_eq!(
+        metric(&metrics, r#"pushgate_pushes_total{result="draining"}"#),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(&metrics, r#"pushgate_pushes_total{result="overloaded"}"#),
+        Some(0.0)
+    );
+    gw.stop().await;
+}
+
 /// An address in use names the listener that could not bind, once, and exits 1.
 #[test]
 fn a_listener_that_cannot_bind_is_named_once() {

@@ -28,7 +28,7 @@ pub async fn handle(request: Request<Incoming>, ctx: &RequestContext) -> Respons
     let started = Instant::now();
     let shared = &ctx.shared;
     let (response, result) = if ctx.is_draining() && request.method() == Method::POST {
-        (unavailable("shutting down"), PushResult::Overloaded)
+        (unavailable("shutting down"), PushResult::Draining)
     } else {
         respond(request, shared).await
     };
@@ -95,12 +95,12 @@ async fn respond(request: Request<Incoming>, shared: &Shared) -> (Response<Body>
         }
         Err(refused) => {
             tracing::debug!(%refused, "push refused");
-            let reason = match refused {
-                PushRefused::Overloaded => "shard overloaded",
-                PushRefused::ShuttingDown => "shutting down",
+            let (reason, result) = match refused {
+                PushRefused::Overloaded => ("shard overloaded", PushResult::Overloaded),
+                PushRefused::ShuttingDown => ("shutting down", PushResult::Draining),
                 PushRefused::TooLargeForCluster { .. } => return too_large(),
             };
-            (unavailable(reason), PushResult::Overloaded)
+            (unavailable(reason), result)
         }
     }
 }

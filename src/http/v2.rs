@@ -56,6 +56,7 @@ impl ApiError {
         match self.status {
             StatusCode::UNAUTHORIZED => PushResult::Unauthorized,
             StatusCode::PAYLOAD_TOO_LARGE => PushResult::TooLarge,
+            StatusCode::SERVICE_UNAVAILABLE if self.code == "shutting_down" => PushResult::Draining,
             StatusCode::SERVICE_UNAVAILABLE => PushResult::Overloaded,
             StatusCode::METHOD_NOT_ALLOWED => PushResult::MethodNotAllowed,
             StatusCode::REQUEST_TIMEOUT => PushResult::BodyTimeout,

@@ -116,10 +116,12 @@ pub enum PushResult {
     MethodNotAllowed,
     /// The body did not arrive within `--body-timeout`.
     BodyTimeout,
+    /// Refused with 503 because the gateway is draining (shutting down).
+    Draining,
 }
 
 impl PushResult {
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 8] = [
         Self::Ok,
         Self::BadRequest,
         Self::Unauthorized,
@@ -127,6 +129,7 @@ impl PushResult {
         Self::TooLarge,
         Self::MethodNotAllowed,
         Self::BodyTimeout,
+        Self::Draining,
     ];
     fn label(self) -> &'static str {
         match self {
@@ -137,6 +140,7 @@ impl PushResult {
             Self::TooLarge => "too_large",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::BodyTimeout => "body_timeout",
+            Self::Draining => "draining",
         }
     }
 }

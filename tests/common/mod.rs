@@ -56,6 +56,14 @@ impl Gateway {
         }
     }
 
+    /// Signals shutdown without waiting: the gateway drains; [`Gateway::stop`] then waits
+    /// for the end.
+    pub fn begin_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
     /// Signals shutdown and waits for `run` to return.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
