@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Authenticator;
 use crate::cluster::{Cluster, ClusterError, Delivery};
 use crate::config::{Config, ConfigError};
+use crate::http::push_keys::PushKeys;
 use crate::http::service::{self, ListenerRole, RequestContext};
 use crate::log_throttle::LogThrottle;
 use crate::metrics::{Metrics, RefusalReason, UPKEEP_INTERVAL};
@@ -77,7 +78,8 @@ pub struct Shared {
     pub cluster: Option<Cluster>,
     pub metrics: Arc<Metrics>,
     pub auth: Arc<dyn Authenticator>,
-    pub push_keys: Vec<Vec<u8>>,
+    /// Keys pipelines must present; `--push-keys-file` is read again on SIGHUP.
+    pub push_keys: PushKeys,
     /// The ping every connection receives, encoded once.
     pub ping_frame: Bytes,
     /// Open WebSocket sessions, and the cap on them.
@@ -297,7 +299,7 @@ pub async fn run_with_auth(
         _ => None,
     };
     let shared = Arc::new(Shared {
-        push_keys: config.load_push_keys()?,
+        push_keys: PushKeys::new(config.load_push_keys()?),
         router,
         cluster,
         ping_frame: frame::ping(b""),
@@ -314,7 +316,7 @@ pub async fn run_with_auth(
         auth,
         config,
     });
-    let reloader = tokio::spawn(reload_on_sighup(shared.auth.clone()));
+    let reloader = tokio::spawn(reload_on_sighup(shared.clone()));
     let (draining_tx, draining) = watch::channel(false);
     let context = |role| RequestContext {
         shared: shared.clone(),
@@ -364,21 +366,54 @@ pub async fn run_with_auth(
 }
 
 /// Re-reads the authenticator's files on SIGHUP; connections already bound are kept.
-async fn reload_on_sighup(auth: Arc<dyn Authenticator>) {
+async fn reload_on_sighup(shared: Arc<Shared>) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hangups) = signal(SignalKind::hangup()) else {
         return;
     };
     while hangups.recv().await.is_some() {
         // Off the runtime: it reads and parses files.
-        let reloading = auth.clone();
-        let Ok(reloaded) = tokio::task::spawn_blocking(move || reloading.reload()).await else {
-            tracing::warn!("SIGHUP: reload panicked, keeping the old tokens");
-            continue;
-        };
-        match reloaded {
-            Ok(()) => tracing::info!("SIGHUP: authenticator reloaded"),
-            Err(error) => tracing::warn!(%error, "SIGHUP: reload failed, keeping the old tokens"),
+        let reloading = shared.clone();
+        if tokio::task::spawn_blocking(move || reload_files(&reloading))
+            .await
+            .is_err()
+        {
+            tracing::warn!("SIGHUP: reload panicked, keeping what was loaded");
+        }
+    }
+}
+
+/// Re-reads the files pushgate loads (`--static-tokens`, `--push-keys-file`), each line in
+/// the log naming which; a file that fails keeps its old contents in force.
+fn reload_files(shared: &Shared) {
+    let config = &shared.config;
+    if config.static_tokens.is_some() {
+        match shared.auth.reload() {
+            Ok(()) => tracing::info!("SIGHUP: static tokens reloaded"),
+            Err(error) => {
+                tracing::warn!(%error, "SIGHUP: static tokens not reloaded, keeping the old ones")
+            }
+        }
+    }
+    if let Some(path) = &config.push_keys_file {
+        let replaced = config
+            .load_push_keys()
+            .map_err(|error| error.to_string())
+            .and_then(|keys| {
+                let count = keys.len();
+                shared
+                    .push_keys
+                    .replace(keys)
+                    .map(|()| count)
+                    .map_err(|refused| refused.to_string())
+            });
+        match replaced {
+            Ok(keys) => tracing::info!(keys, path = %path.display(), "SIGHUP: push keys reloaded"),
+            Err(error) => tracing::warn!(
+                %error,
+                path = %path.display(),
+                "SIGHUP: push keys not reloaded, keeping the old ones"
+            ),
         }
     }
 }
@@ -619,7 +654,7 @@ impl Shared {
         let metrics = Arc::new(Metrics::new(1));
         let (tx, _rx) = tokio::sync::mpsc::channel(1);
         Arc::new(Self {
-            push_keys: Vec::new(),
+            push_keys: PushKeys::default(),
             router: Router::new(vec![tx]),
             cluster: None,
             ping_frame: frame::ping(b""),

@@ -168,7 +168,7 @@ async fn a_connection_is_closed_with_4408_when_its_token_expires() {
 async fn static_tokens_reload_on_sighup_without_dropping_connections() {
     let path = std::env::temp_dir().join(format!("pushgate-static-{}", std::process::id()));
     std::fs::write(&path, "tok-a alice\n").unwrap();
-    let gw = GatewayProcess::start(
+    let mut gw = GatewayProcess::start(
         &[
             "--auth",
             "static",
@@ -184,25 +184,13 @@ async fn static_tokens_reload_on_sighup_without_dropping_connections() {
         "registered"
     );
     std::fs::write(&path, "tok-b bob\n").unwrap();
-    let pid = gw.child.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap()
-        .success());
-    // The reload is asynchronous: retry until tok-b is known, bounded.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let mut bob = gw.connect().await.unwrap();
-        let reply = register_with_ack(&mut bob, "tok-b", "alarm").await;
-        if reply["type"] == "registered" {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "reload never happened"
-        );
-    }
+    gw.hangup();
+    gw.wait_for_log("SIGHUP: static tokens reloaded").await;
+    let mut bob = gw.connect().await.unwrap();
+    assert_eq!(
+        register_with_ack(&mut bob, "tok-b", "alarm").await["type"],
+        "registered"
+    );
     let mut late = gw.connect().await.unwrap();
     assert_eq!(
         register_with_ack(&mut late, "tok-a", "alarm").await["reason"],
@@ -212,6 +200,54 @@ async fn static_tokens_reload_on_sighup_without_dropping_connections() {
     assert_eq!(gw.pusher().await.push_ok("alice", "alarm", "kept").await, 1);
     assert_eq!(next_text(&mut alice).await, "kept");
     std::fs::remove_file(&path).unwrap();
+}
+
+/// Push keys are read again from `--push-keys-file` on SIGHUP, so a key is rotated without a
+/// restart (which would drop every browser); a file left with no key keeps the old keys, since
+/// no key would let anyone push.
+#[tokio::test]
+async fn push_keys_reload_on_sighup_and_never_to_none() {
+    let dir = TempDir::new("push-keys");
+    let keys = dir.file("keys");
+    std::fs::write(&keys, "old-key\n").unwrap();
+    let mut gw = GatewayProcess::start(&["--push-keys-file", &keys], None).await;
+    let mut pusher = gw.pusher().await;
+    let body = r#"{"userId":"nobody","event":"alarm","message":"m"}"#;
+    let mut status_with = async |key: &str| {
+        let bearer = format!("Bearer {key}");
+        let headers: &[(&str, &str)] = if key.is_empty() {
+            &[]
+        } else {
+            &[("authorization", &bearer)]
+        };
+        pusher
+            .request("POST", "/push", headers, body)
+            .await
+            .0
+            .as_u16()
+    };
+    assert_eq!(
+        (status_with("old-key").await, status_with("new-key").await),
+        (200, 401)
+    );
+
+    std::fs::write(&keys, "# rotated\nnew-key\n").unwrap();
+    gw.hangup();
+    let reloaded = gw.wait_for_log("SIGHUP: push keys reloaded").await;
+    assert_eq!(reloaded["keys"], 1);
+    assert_eq!(
+        (status_with("new-key").await, status_with("old-key").await),
+        (200, 401)
+    );
+
+    std::fs::write(&keys, "# no key left\n").unwrap();
+    gw.hangup();
+    gw.wait_for_log("SIGHUP: push keys not reloaded, keeping the old ones")
+        .await;
+    assert_eq!(
+        (status_with("new-key").await, status_with("").await),
+        (200, 401)
+    );
 }
 
 /// A token backend on a real socket: `good-NAME` is user NAME, `broken-...` gets a 200

@@ -3,6 +3,7 @@
 pub mod alertmanager;
 pub mod body;
 pub mod push;
+pub mod push_keys;
 pub mod response;
 pub mod service;
 pub mod v2;

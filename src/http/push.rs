@@ -4,9 +4,8 @@
 use std::time::Instant;
 
 use hyper::body::Incoming;
-use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION};
+use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use subtle::ConstantTimeEq;
 
 use super::body::{read_limited, BodyError};
 use super::response::{empty, method_not_allowed, text, unauthorized, Body, ALLOW_POST};
@@ -41,7 +40,7 @@ async fn respond(request: Request<Incoming>, shared: &Shared) -> (Response<Body>
     if request.method() != Method::POST {
         return (method_not_allowed(ALLOW_POST), PushResult::MethodNotAllowed);
     }
-    if !authorized(&request, &shared.push_keys) {
+    if !shared.push_keys.authorize(&request) {
         return (unauthorized(), PushResult::Unauthorized);
     }
     let config = &shared.config;
@@ -110,59 +109,4 @@ fn too_large() -> (Response<Body>, PushResult) {
         text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
         PushResult::TooLarge,
     )
-}
-
-/// The credentials of an `Authorization: Bearer <key>` value. The scheme is
-/// case-insensitive and followed by one or more spaces (RFC 9110 11.4), so `bearer <key>`
-/// from a client that lower-cases it works too.
-fn bearer_credentials(value: &[u8]) -> Option<&[u8]> {
-    let (scheme, rest) = value.split_at_checked(b"Bearer".len())?;
-    if !scheme.eq_ignore_ascii_case(b"Bearer") || rest.first() != Some(&b' ') {
-        return None;
-    }
-    Some(rest.trim_ascii_start()).filter(|credentials| !credentials.is_empty())
-}
-
-/// With no keys configured every push is authorised (the old server's default); otherwise
-/// `Authorization: Bearer <key>` must match one key, compared in constant time.
-pub(super) fn authorized(request: &Request<Incoming>, keys: &[Vec<u8>]) -> bool {
-    if keys.is_empty() {
-        return true;
-    }
-    let Some(presented) = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| bearer_credentials(v.as_bytes()))
-    else {
-        return false;
-    };
-    // Check every key so that timing does not tell which one matched.
-    keys.iter().fold(false, |found, key| {
-        found | bool::from(key.as_slice().ct_eq(presented))
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::bearer_credentials;
-
-    #[test]
-    fn the_bearer_scheme_is_case_insensitive_and_needs_a_space() {
-        for (value, credentials) in [
-            (&b"Bearer k1"[..], Some(&b"k1"[..])),
-            (b"bearer k1", Some(b"k1")),
-            (b"BEARER   k1", Some(b"k1")),
-            (b"Bearerk1", None),
-            (b"Bearer ", None),
-            (b"Basic azE6", None),
-            (b"Bear", None),
-        ] {
-            assert_eq!(
-                bearer_credentials(value),
-                credentials,
-                "{}",
-                String::from_utf8_lossy(value)
-            );
-        }
-    }
 }

@@ -18,7 +18,6 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::body::{read_limited, BodyError};
-use super::push::authorized;
 use super::response::{add_required_headers, Body, ALLOW_POST};
 use super::service::RequestContext;
 use crate::cluster::remote::DISCONNECTED_REASON;
@@ -143,7 +142,7 @@ async fn respond(request: Request<Incoming>, ctx: &RequestContext) -> Result<Val
             "use POST",
         ));
     }
-    if !authorized(&request, &shared.push_keys) {
+    if !shared.push_keys.authorize(&request) {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",

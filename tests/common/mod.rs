@@ -309,6 +309,8 @@ pub struct GatewayProcess {
     pub child: tokio::process::Child,
     pub addr: SocketAddr,
     pub internal: SocketAddr,
+    /// Its log lines after "listening", parsed (JSON format).
+    log: tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
 }
 
 impl GatewayProcess {
@@ -356,13 +358,41 @@ impl GatewayProcess {
         })
         .await
         .expect("the gateway listens in time");
-        // Keep draining its log so that the pipe never fills.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        // Keep draining its log so that the pipe never fills; the lines go to `wait_for_log`.
+        let (log_tx, log) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Ok(entry) = serde_json::from_str(&line) {
+                    let _ = log_tx.send(entry);
+                }
+            }
+        });
         Self {
             child,
             addr,
             internal,
+            log,
         }
+    }
+
+    /// Waits, within [`WAIT`], for the next log line whose message is `message`; returns its
+    /// fields.
+    pub async fn wait_for_log(&mut self, message: &str) -> serde_json::Value {
+        tokio::time::timeout(WAIT, async {
+            while let Some(entry) = self.log.recv().await {
+                if entry["fields"]["message"] == message {
+                    return entry["fields"].clone();
+                }
+            }
+            panic!("the gateway's log ended before {message:?}");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no log line {message:?} within the wait bound"))
+    }
+
+    /// Sends SIGHUP.
+    pub fn hangup(&self) {
+        self.signal("-HUP");
     }
 
     pub fn ws_url(&self) -> String {
@@ -389,9 +419,13 @@ impl GatewayProcess {
 
     /// Sends SIGTERM.
     pub fn terminate(&self) {
+        self.signal("-TERM");
+    }
+
+    fn signal(&self, signal: &str) {
         let pid = self.child.id().expect("still running");
         let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
+            .args([signal, &pid.to_string()])
             .status()
             .unwrap();
         assert!(status.success());
