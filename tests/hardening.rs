@@ -391,3 +391,42 @@ async fn a_pusher_that_stalls_mid_body_gets_408_and_the_connection_is_closed() {
     );
     gw.stop().await;
 }
+
+/// Every refusal leaves a debug line naming its reason (with `--log debug`): the counters
+/// say how many, the log says when and which connection.
+#[tokio::test]
+async fn refusals_leave_a_debug_log_line() {
+    let mut gw = GatewayProcess::start(
+        &["--log", "debug", "--allowed-origins", "https://app.example"],
+        None,
+    )
+    .await;
+    let (status, _) = gw
+        .pusher()
+        .await
+        .request("POST", "/push", &[], r#"{"userId":"u"}"#)
+        .await;
+    assert_eq!(status.as_u16(), 400);
+    let line = gw.wait_for_log("push refused").await;
+    assert_eq!(line["result"], "bad_request");
+
+    let mut ws = gw.connect().await.unwrap();
+    ws.send(Message::Text("not json".into())).await.unwrap();
+    let line = gw.wait_for_log("register frame refused").await;
+    assert_eq!(line["result"], "malformed");
+    ws.close(None).await.unwrap();
+    let line = gw.wait_for_log("connection ended").await;
+    assert_eq!(line["reason"], "client");
+
+    let mut refused = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    refused
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+              Origin: https://evil.example\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let line = gw.wait_for_log("websocket upgrade refused").await;
+    assert_eq!(line["reason"], "origin");
+}

@@ -108,6 +108,11 @@ pub async fn run(
         },
     };
     shared.metrics.close(reason);
+    tracing::debug!(
+        conn = session.conn.id,
+        reason = reason.label(),
+        "connection ended"
+    );
     // Write what is still queued, then the close frame (at once when the socket is dead).
     let close_sent = Box::pin(session.writer.finish()).await;
     if close_sent && matches!(ending, Ending::ServerClosed(_) | Ending::WriterEnded) {
@@ -339,7 +344,7 @@ impl Session<'_> {
     async fn handle(&mut self, message: Message) -> Option<Ending> {
         match message {
             Message::Text(text) => return self.register(text.as_bytes()).await,
-            Message::Binary(_) => self.shared.metrics.registration(RegisterResult::Binary),
+            Message::Binary(_) => self.count_registration(RegisterResult::Binary),
             Message::Ping(payload) => {
                 let pong = frame::encode(OpCode::Pong, &payload);
                 if let Err(QueueError::Full) = self.conn.outbox.push_own(pong) {
@@ -376,11 +381,11 @@ impl Session<'_> {
             }
             Ok(frame) => frame,
             Err(RegisterError::Malformed) => {
-                metrics.registration(RegisterResult::Malformed);
+                self.count_registration(RegisterResult::Malformed);
                 return None;
             }
             Err(RegisterError::EmptyField { ack }) => {
-                metrics.registration(RegisterResult::EmptyField);
+                self.count_registration(RegisterResult::EmptyField);
                 return self.reply_error(ack, "empty_field");
             }
         };
@@ -389,7 +394,7 @@ impl Session<'_> {
             Ok(_) => return self.refuse(frame.ack, RejectReason::Claims),
             Err(AuthError::Rejected(reason)) => return self.refuse(frame.ack, reason),
             Err(AuthError::Unavailable) => {
-                metrics.registration(RegisterResult::AuthUnavailable);
+                self.count_registration(RegisterResult::AuthUnavailable);
                 return self.reply_error(frame.ack, "auth_unavailable");
             }
         };
@@ -405,23 +410,18 @@ impl Session<'_> {
                 (user, RegisterResult::Ok)
             }
             Some(bound) if *bound.user != *user_id => {
-                metrics.registration(RegisterResult::UserConflict);
+                self.count_registration(RegisterResult::UserConflict);
                 return self.reply_error(frame.ack, "user_conflict");
             }
             Some(bound) if bound.events.contains(&event) => {
-                metrics.registration(RegisterResult::Duplicate);
+                self.count_registration(RegisterResult::Duplicate);
                 return self.reply_registered(frame.ack, &event);
             }
             Some(bound)
                 if self.shared.config.max_events_per_connection > 0
                     && bound.events.len() >= self.shared.config.max_events_per_connection =>
             {
-                metrics.registration(RegisterResult::TooManyEvents);
-                tracing::debug!(
-                    conn = self.conn.id,
-                    events = bound.events.len(),
-                    "register frame refused: too many events on one connection"
-                );
+                self.count_registration(RegisterResult::TooManyEvents);
                 return self.reply_error(frame.ack, "too_many_events");
             }
             Some(bound) => {
@@ -449,7 +449,7 @@ impl Session<'_> {
             // The user's connection cap (the shard counted the refusal): only a first
             // binding can be refused, so the connection is bound to nothing.
             self.bound = None;
-            metrics.registration(RegisterResult::UserCap);
+            self.count_registration(RegisterResult::UserCap);
             if let Some(slow) = self.reply_error(frame.ack, "too_many_connections") {
                 return Some(slow);
             }
@@ -459,13 +459,13 @@ impl Session<'_> {
                 CloseReason::UserCap,
             ));
         }
-        metrics.registration(result);
+        self.count_registration(result);
         self.reply_registered(frame.ack, &event)
     }
 
     fn refuse(&self, ack: bool, reason: RejectReason) -> Option<Ending> {
         let metrics = &self.shared.metrics;
-        metrics.registration(RegisterResult::TokenRejected);
+        self.count_registration(RegisterResult::TokenRejected);
         metrics.auth_rejected(reason);
         if !ack {
             // The old server's behaviour: silently unbound.
@@ -479,6 +479,21 @@ impl Session<'_> {
             "unauthorized",
             CloseReason::Unauthorized,
         ))
+    }
+
+    /// Counts a register frame's outcome; one that binds nothing also gets a debug line.
+    fn count_registration(&self, result: RegisterResult) {
+        self.shared.metrics.registration(result);
+        if !matches!(
+            result,
+            RegisterResult::Ok | RegisterResult::AddedEvent | RegisterResult::Duplicate
+        ) {
+            tracing::debug!(
+                conn = self.conn.id,
+                result = result.label(),
+                "register frame refused"
+            );
+        }
     }
 
     /// Queues an ack frame for a client that asked for one. A client that sends register

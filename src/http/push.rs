@@ -33,6 +33,9 @@ pub async fn handle(request: Request<Incoming>, ctx: &RequestContext) -> Respons
     };
     shared.metrics.push(result);
     shared.metrics.push_duration.record(started.elapsed());
+    if result != PushResult::Ok {
+        tracing::debug!(result = result.label(), status = %response.status(), "push refused");
+    }
     response
 }
 
@@ -93,7 +96,6 @@ async fn respond(request: Request<Incoming>, shared: &Shared) -> (Response<Body>
             (response, PushResult::Ok)
         }
         Err(refused) => {
-            tracing::debug!(%refused, "push refused");
             let (reason, result) = match refused {
                 PushRefused::Overloaded => ("shard overloaded", PushResult::Overloaded),
                 PushRefused::ShuttingDown => ("shutting down", PushResult::Draining),

@@ -43,6 +43,12 @@ impl RequestContext {
     }
 }
 
+/// Counts a refused WebSocket upgrade, with a debug line.
+fn refused(shared: &Shared, reason: RefusalReason) {
+    shared.metrics.refused(reason);
+    tracing::debug!(reason = reason.label(), "websocket upgrade refused");
+}
+
 /// Answers one request.
 pub async fn handle(request: Request<Incoming>, ctx: RequestContext) -> Response<Body> {
     let shared = &ctx.shared;
@@ -152,15 +158,15 @@ fn upgrade(mut request: Request<Incoming>, ctx: RequestContext) -> Response<Body
     }
     let shared = &ctx.shared;
     if !origin_allowed(&request, &shared.config.allowed_origins) {
-        shared.metrics.refused(RefusalReason::Origin);
+        refused(shared, RefusalReason::Origin);
         return text(StatusCode::FORBIDDEN, "origin not allowed\n");
     }
     if ctx.is_draining() {
-        shared.metrics.refused(RefusalReason::Draining);
+        refused(shared, RefusalReason::Draining);
         return unavailable("shutting down\n");
     }
     let Some(slot) = shared.reserve_connection() else {
-        shared.metrics.refused(RefusalReason::GlobalCap);
+        refused(shared, RefusalReason::GlobalCap);
         return unavailable("connection limit reached\n");
     };
     // The check accepted a version list holding 13; fastwebsockets wants exactly "13".

@@ -114,6 +114,12 @@ pub async fn handle(request: Request<Incoming>, ctx: &RequestContext) -> Respons
         }
         Err(error) => {
             metrics.push(error.result());
+            tracing::debug!(
+                result = error.result().label(),
+                status = %error.status,
+                error = error.code,
+                "push refused"
+            );
             json_response(
                 error.status,
                 &json!({"error": error.code, "message": error.message}),

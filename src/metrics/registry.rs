@@ -88,7 +88,8 @@ impl RegisterResult {
         Self::TooManyEvents,
         Self::UserCap,
     ];
-    fn label(self) -> &'static str {
+    /// The metric label, also the word the debug log uses.
+    pub fn label(self) -> &'static str {
         match self {
             Self::Ok => "ok",
             Self::AddedEvent => "added_event",
@@ -131,7 +132,8 @@ impl PushResult {
         Self::BodyTimeout,
         Self::Draining,
     ];
-    fn label(self) -> &'static str {
+    /// The metric label, also the word the debug log uses.
+    pub fn label(self) -> &'static str {
         match self {
             Self::Ok => "ok",
             Self::BadRequest => "bad_request",
@@ -192,7 +194,8 @@ impl CloseReason {
         Self::TokenExpired,
         Self::Disconnected,
     ];
-    fn label(self) -> &'static str {
+    /// The metric label, also the word the debug log uses.
+    pub fn label(self) -> &'static str {
         match self {
             Self::Client => "client",
             Self::Reset => "reset",
@@ -235,7 +238,8 @@ impl RefusalReason {
         Self::Origin,
         Self::Draining,
     ];
-    fn label(self) -> &'static str {
+    /// The metric label, also the word the debug log uses.
+    pub fn label(self) -> &'static str {
         match self {
             Self::GlobalCap => "global_cap",
             Self::UserCap => "user_cap",

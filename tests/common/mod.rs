@@ -335,7 +335,11 @@ impl GatewayProcess {
                 "--internal-listen",
                 "127.0.0.1:0",
             ])
-            .args(["--log", "info", "--log-format", "json"])
+            .args(if extra_args.contains(&"--log") {
+                &["--log-format", "json"][..]
+            } else {
+                &["--log", "info", "--log-format", "json"][..]
+            })
             .args(extra_args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
