@@ -221,6 +221,16 @@ async fn batch_answers_each_item() {
     assert_eq!(next_text(&mut alice).await, "one");
     assert_eq!(next_text(&mut alice).await, r#"{"n":2}"#);
     assert_nothing_queued(&mut alice).await;
+    // The request is one push request; its items are counted one by one.
+    let metrics = gw.metrics().await;
+    for (series, count) in [
+        (r#"pushgate_pushes_total{result="ok"}"#, 1.0),
+        (r#"pushgate_batch_items_total{result="ok"}"#, 2.0),
+        (r#"pushgate_batch_items_total{result="bad_request"}"#, 3.0),
+        (r#"pushgate_batch_items_total{result="overloaded"}"#, 0.0),
+    ] {
+        assert_eq!(metric(&metrics, series), Some(count), "{series}");
+    }
     gw.stop().await;
 }
 

@@ -425,12 +425,19 @@ async fn batch(ctx: &RequestContext, body: &[u8]) -> Result<Value, ApiError> {
                 .map_err(|e| ApiError::bad_request(format!("pushes[{at}]: {e}")))?;
             push_one(ctx, push).await
         });
+    let metrics = &ctx.shared.metrics;
     let results = futures_util::future::join_all(items)
         .await
         .into_iter()
         .map(|outcome| match outcome {
-            Ok(counted) => counted.to_json(),
-            Err(error) => json!({ "error": error.code, "message": error.message }),
+            Ok(counted) => {
+                metrics.batch_item(PushResult::Ok);
+                counted.to_json()
+            }
+            Err(error) => {
+                metrics.batch_item(error.result());
+                json!({ "error": error.code, "message": error.message })
+            }
         })
         .collect::<Vec<_>>();
     Ok(json!({ "results": results }))

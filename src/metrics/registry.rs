@@ -25,6 +25,7 @@ pub mod names {
     pub const SHARD_QUEUE_DEPTH: &str = "pushgate_shard_queue_depth";
     pub const REGISTRATIONS: &str = "pushgate_registrations_total";
     pub const PUSHES: &str = "pushgate_pushes_total";
+    pub const BATCH_ITEMS: &str = "pushgate_batch_items_total";
     pub const DELIVERIES: &str = "pushgate_deliveries_total";
     pub const FRAMES_WRITTEN: &str = "pushgate_frames_written_total";
     pub const SOCKET_WRITES: &str = "pushgate_socket_writes_total";
@@ -305,6 +306,7 @@ pub struct Metrics {
     pub cluster: ClusterMetrics,
     registrations: Vec<Counter>,
     pushes: Vec<Counter>,
+    batch_items: Vec<Counter>,
     closes: Vec<Counter>,
     refusals: Vec<Counter>,
     auth_rejections: Vec<Counter>,
@@ -358,6 +360,11 @@ impl Metrics {
             ),
             describe(names::REGISTRATIONS, None, "Register frames by result."),
             describe(names::PUSHES, None, "Push requests by result."),
+            describe(
+                names::BATCH_ITEMS,
+                None,
+                "Pushes carried by /api/v2/batch requests, by result of each item.",
+            ),
             describe(
                 names::DELIVERIES,
                 None,
@@ -479,6 +486,10 @@ impl Metrics {
             .iter()
             .map(|r| counter(names::PUSHES, Some(("result", r.label()))))
             .collect();
+        let batch_items = PushResult::ALL
+            .iter()
+            .map(|r| counter(names::BATCH_ITEMS, Some(("result", r.label()))))
+            .collect();
         let closes = CloseReason::ALL
             .iter()
             .map(|r| counter(names::CLOSES, Some(("reason", r.label()))))
@@ -546,6 +557,7 @@ impl Metrics {
             },
             registrations,
             pushes,
+            batch_items,
             closes,
             refusals,
             auth_rejections,
@@ -575,6 +587,12 @@ impl Metrics {
 
     pub fn push(&self, result: PushResult) {
         self.pushes[result as usize].increment(1);
+    }
+
+    /// Counts one item of a batch: the request is counted once in `pushes_total`, its
+    /// items here, so that an overloaded shard shows even when pushes come in batches.
+    pub fn batch_item(&self, result: PushResult) {
+        self.batch_items[result as usize].increment(1);
     }
 
     pub fn close(&self, reason: CloseReason) {
