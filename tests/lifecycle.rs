@@ -505,16 +505,7 @@ async fn pushes_refused_while_draining_are_counted_as_draining() {
     // An open connection keeps the drain going for its window.
     let _client = gw.client("zoe", "alarm").await;
     gw.begin_stop();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let mut probe = gw.pusher().await;
-        if let Some((status, _)) = probe.try_request("GET", "/readyz", "").await {
-            if status.as_u16() == 503 {
-                break;
-            }
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never draining");
-    }
+    wait_until_not_ready(gw.internal).await;
     // A connection opened while draining answers one request: one pusher per request.
     let push = r#"{"userId":"zoe","event":"alarm","message":"m"}"#;
     let (status, reply) = gw.pusher().await.request("POST", "/push", &[], push).await;

@@ -605,6 +605,26 @@ pub async fn push_until_count(
 }
 
 /// Reads text frames until `message`, skipping earlier ones (probes); fails past [`WAIT`].
+/// Probes `/readyz` on `addr` until it answers 503, within [`WAIT`]: a new connection per
+/// probe, as a load balancer does. A probe connection accepted just before shutdown began
+/// may be closed unanswered by the graceful shutdown of idle connections; a load balancer
+/// retries, and so does this.
+pub async fn wait_until_not_ready(addr: SocketAddr) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut probe = Pusher::connect(addr).await;
+        if let Some((status, _)) = probe.try_request("GET", "/readyz", "").await {
+            if status.as_u16() == 503 {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "readiness never failed"
+        );
+    }
+}
+
 pub async fn skip_until(ws: &mut Ws, message: &str) {
     while next_text(ws).await != message {}
 }
