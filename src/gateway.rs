@@ -70,7 +70,8 @@ impl Listeners {
 }
 
 /// What every connection and request shares. Read-only after start-up, except the
-/// connection counters.
+/// connection counters, the time descriptors last ran out, and what SIGHUP reloads (push
+/// keys, static tokens), each behind its own atomic or lock.
 pub struct Shared {
     pub config: Config,
     pub router: Router,
@@ -387,7 +388,7 @@ async fn reload_on_sighup(shared: Arc<Shared>) {
 /// the log naming which; a file that fails keeps its old contents in force.
 fn reload_files(shared: &Shared) {
     let config = &shared.config;
-    if config.static_tokens.is_some() {
+    if config.auth == crate::config::AuthMode::Static {
         match shared.auth.reload() {
             Ok(()) => tracing::info!("SIGHUP: static tokens reloaded"),
             Err(error) => {

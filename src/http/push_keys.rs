@@ -2,7 +2,7 @@
 //! `--push-keys` and `--push-keys-file`; the file is read again on SIGHUP, so that a key can
 //! be added or retired without a restart, which would drop every browser connection.
 
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{PoisonError, RwLock};
 
 use hyper::header::AUTHORIZATION;
 use hyper::Request;
@@ -11,7 +11,7 @@ use subtle::ConstantTimeEq;
 /// The push keys in force; none means pushes need no key (loopback-only by default).
 #[derive(Debug, Default)]
 pub struct PushKeys {
-    keys: RwLock<Arc<Vec<Vec<u8>>>>,
+    keys: RwLock<Vec<Vec<u8>>>,
 }
 
 /// Why a reload left the keys as they were.
@@ -25,13 +25,14 @@ pub enum KeysNotReplaced {
 impl PushKeys {
     pub fn new(keys: Vec<Vec<u8>>) -> Self {
         Self {
-            keys: RwLock::new(Arc::new(keys)),
+            keys: RwLock::new(keys),
         }
     }
 
     /// Whether `request` carries a key in force (or no key is needed).
     pub fn authorize<B>(&self, request: &Request<B>) -> bool {
-        let keys = self.current();
+        // Checked under the read lock: writers come only from SIGHUP.
+        let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
         if keys.is_empty() {
             return true;
         }
@@ -54,15 +55,8 @@ impl PushKeys {
         if keys.is_empty() && !current.is_empty() {
             return Err(KeysNotReplaced::WouldOpen);
         }
-        *current = Arc::new(keys);
+        *current = keys;
         Ok(())
-    }
-
-    fn current(&self) -> Arc<Vec<Vec<u8>>> {
-        self.keys
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
     }
 }
 
