@@ -380,6 +380,13 @@ async fn a_pusher_that_stalls_mid_body_gets_408_and_the_connection_is_closed() {
             .unwrap();
         let reply = String::from_utf8_lossy(&buf);
         assert!(reply.starts_with("HTTP/1.1 408"), "{path}: {reply}");
+        // Said, not only done: the client knows not to reuse the connection.
+        assert!(
+            reply
+                .to_ascii_lowercase()
+                .contains("\r\nconnection: close\r\n"),
+            "{path}: {reply}"
+        );
         assert!(reply.contains(&expected_body), "{path}: {reply}");
     }
     // Other pushes are unaffected.

@@ -8,7 +8,7 @@ use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::body::{read_limited, BodyError};
-use super::response::{empty, method_not_allowed, text, unauthorized, Body, ALLOW_POST};
+use super::response::{closing, empty, method_not_allowed, text, unauthorized, Body, ALLOW_POST};
 use super::service::{unavailable, RequestContext};
 use crate::gateway::Shared;
 use crate::metrics::PushResult;
@@ -51,7 +51,10 @@ async fn respond(request: Request<Incoming>, shared: &Shared) -> (Response<Body>
         Ok(body) => body,
         Err(BodyError::TooLarge) => return too_large(),
         Err(BodyError::TimedOut) => {
-            return (empty(StatusCode::REQUEST_TIMEOUT), PushResult::BodyTimeout);
+            return (
+                closing(empty(StatusCode::REQUEST_TIMEOUT)),
+                PushResult::BodyTimeout,
+            );
         }
         Err(BodyError::Unreadable) => {
             return (

@@ -18,7 +18,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::body::{read_limited, BodyError};
-use super::response::{add_required_headers, Body, ALLOW_POST};
+use super::response::{add_required_headers, closing, Body, ALLOW_POST};
 use super::service::RequestContext;
 use crate::cluster::remote::DISCONNECTED_REASON;
 use crate::config::Config;
@@ -98,6 +98,9 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
             .insert(RETRY_AFTER, HeaderValue::from_static("1"));
     }
     add_required_headers(&mut response, ALLOW_POST);
+    if status == StatusCode::REQUEST_TIMEOUT {
+        response = closing(response);
+    }
     response
 }
 
