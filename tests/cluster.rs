@@ -164,6 +164,43 @@ async fn losing_nats_keeps_local_delivery_and_cross_node_delivery_comes_back() {
     assert_eq!(readyz(&a).await.1, "ready\ncluster: connected\n");
 }
 
+/// A NATS server that hangs without closing its connections (a frozen host, a partition that
+/// drops packets) is noticed as lost within seconds, and no reply meanwhile looks exact:
+/// each is marked partial, first because the peer does not answer, then because NATS is
+/// gone (before the client pinged it, replies came back unmarked once the silent peer was
+/// forgotten, 3.5 s in, for as long as the server hung).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_nats_server_is_noticed_and_no_count_looks_exact_meanwhile() {
+    let nats = NatsServer::start().await;
+    let (a, b) = (node(&nats).await, node(&nats).await);
+    let (_on_a, mut on_b, mut into_b) = joined_pair(&a, &b, "hana").await;
+    nats.pause();
+    let paused = tokio::time::Instant::now();
+    // Past the moment the silent peer is forgotten (3.5 s), with margin.
+    let mut pushes = 0;
+    while paused.elapsed() < Duration::from_secs(6) {
+        let message = format!("hung-{pushes}");
+        let (sent, partial) = push_counted(&mut into_b, "hana", "alarm", &message).await;
+        assert!(
+            partial,
+            "{:?} after the pause: {message} answered {sent} as an exact count",
+            paused.elapsed()
+        );
+        assert_eq!(
+            next_text(&mut on_b).await,
+            message,
+            "local delivery goes on"
+        );
+        pushes += 1;
+        // Pacing, not synchronisation: pushes spread over the whole pause.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(readyz(&b).await.1, "ready\ncluster: disconnected\n");
+    let metrics = b.pusher().await.request("GET", "/metrics", &[], "").await.1;
+    assert_eq!(metric(&metrics, "pushgate_cluster_connected"), Some(0.0));
+    nats.resume();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_starts_without_nats_and_joins_when_it_appears() {
     // A port nobody listens on yet (a race with another test taking it is harmless here:
@@ -552,6 +589,38 @@ async fn nodes_authenticate_with_a_password_from_the_flags_or_from_the_url() {
         &["--nats-url", &in_url],
     )
     .await;
+}
+
+/// A credential the server turns down is named as such, at error level, without the secret;
+/// the node keeps serving its own connections (it may be the server's configuration that is
+/// wrong, and retries pick up a fix).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_credential_is_named_not_reported_as_an_outage() {
+    let nats =
+        NatsServer::start_with_config("authorization { user: alice, password: right }\n").await;
+    let mut gw = GatewayProcess::start(
+        &[
+            "--nats-url",
+            &nats.url(),
+            "--nats-user",
+            "alice",
+            "--nats-password",
+            "wr0ng-s3cret",
+        ],
+        None,
+    )
+    .await;
+    let line = gw
+        .wait_for_log(
+            "NATS refused this node's credentials (authorization violation): check \
+             --nats-user/--nats-password, --nats-token, --nats-creds or --nats-nkey; serving \
+             local connections only, retrying",
+        )
+        .await;
+    assert!(!line.to_string().contains("wr0ng-s3cret"), "{line}");
+    let mut ws = gw.client("lena", "alarm").await;
+    assert_eq!(gw.pusher().await.push_ok("lena", "alarm", "local").await, 1);
+    assert_eq!(next_text(&mut ws).await, "local");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 
 use async_nats::{ConnectOptions, ServerAddr};
 use percent_encoding::percent_decode_str;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::ClusterError;
 use crate::config::Config;
@@ -200,19 +202,46 @@ fn take_credentials(address: ServerAddr) -> Result<(ServerAddr, Option<Credentia
 }
 
 /// What `Config::validate` checks of cluster mode: the URLs, the credential rules, and that
-/// the certificate files can be read (a wrong path stops the node at start, with status 64,
-/// instead of failing every reconnection attempt for ever).
+/// the certificate files can be read and hold what their flag names (a wrong path or a
+/// damaged file stops the node at start, with status 64, instead of failing every
+/// reconnection attempt for ever as "NATS unreachable"). Whether a key matches its
+/// certificate, or the server accepts the certificate, only the TLS handshake tells.
 pub fn check(config: &Config) -> Result<(), ClusterError> {
     super::bucket::check_prefix(&config.nats_subject_prefix).map_err(ClusterError::Setting)?;
     servers(config)?;
+    if let Some(path) = &config.nats_tls_key {
+        readable(path, "--nats-tls-key")?;
+        PrivateKeyDer::from_pem_file(path).map_err(|error| {
+            file_error(
+                "--nats-tls-key",
+                path,
+                format!("no PEM private key: {error}"),
+            )
+        })?;
+    }
     for (flag, path) in [
         ("--nats-tls-ca", &config.nats_tls_ca),
         ("--nats-tls-cert", &config.nats_tls_cert),
-        ("--nats-tls-key", &config.nats_tls_key),
     ] {
         if let Some(path) = path {
             readable(path, flag)?;
+            holds_certificates(path, flag)?;
         }
+    }
+    Ok(())
+}
+
+/// At least one PEM certificate, and nothing in the file that fails to parse as one.
+fn holds_certificates(path: &Path, flag: &'static str) -> Result<(), ClusterError> {
+    let certificates = CertificateDer::pem_file_iter(path)
+        .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
+        .map_err(|error| file_error(flag, path, format!("unreadable PEM: {error}")))?;
+    if certificates.is_empty() {
+        return Err(file_error(
+            flag,
+            path,
+            "no PEM certificate in it".to_owned(),
+        ));
     }
     Ok(())
 }
@@ -467,6 +496,32 @@ mod tests {
         let error = validation_error(&["--nats-url", "10.0.0.5", "--nats-nkey", public.path()]);
         assert!(error.contains("not an NKey seed"), "{error}");
         assert!(!error.contains(&user.public_key()), "{error}");
+    }
+
+    /// A damaged TLS file used to start the node, which then failed every handshake for ever,
+    /// reported as "NATS unreachable". (Valid files: `tests/cluster.rs`, mutual TLS.)
+    #[test]
+    fn tls_files_that_do_not_hold_what_their_flag_names_stop_the_node_at_start() {
+        let garbage = File::with("garbage.pem", "garbage\n");
+        let key_only = File::with(
+            "key-only.pem",
+            "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIB1l5kVtgBbzkhVDHvKCN6yBoPlRoO4w0QyhTwUr+4G4\n-----END PRIVATE KEY-----\n",
+        );
+        for (flag, path, expected) in [
+            ("--nats-tls-ca", garbage.path(), "no PEM certificate"),
+            ("--nats-tls-ca", key_only.path(), "no PEM certificate"),
+            ("--nats-tls-key", garbage.path(), "no PEM private key"),
+        ] {
+            let mut args = vec!["--nats-url", "tls://10.0.0.5", flag, path];
+            if flag == "--nats-tls-key" {
+                args.extend(["--nats-tls-cert", key_only.path()]);
+            }
+            let error = validation_error(&args);
+            assert!(
+                error.contains(&format!("{flag} {path}")) && error.contains(expected),
+                "{flag}: {error}"
+            );
+        }
     }
 
     #[test]

@@ -193,8 +193,9 @@ pub fn decode_broadcast(payload: &Bytes) -> Result<Broadcast<'_>, EnvelopeError>
     })
 }
 
-/// Checks that `frame` is exactly one unfragmented, unmasked text frame, as
-/// `ws::frame::text` encodes it: forwarded bytes go to browsers as they are.
+/// Checks that `frame` is exactly one unfragmented, unmasked text frame with a non-empty
+/// UTF-8 payload, as a node encodes every push it accepts: forwarded bytes go to browsers
+/// as they are, and a browser closes the connection on a text frame that is not UTF-8.
 fn check_text_frame(frame: &[u8]) -> Result<(), EnvelopeError> {
     let (&first, rest) = frame.split_first().ok_or(EnvelopeError::BadFrame)?;
     let (&second, rest) = rest.split_first().ok_or(EnvelopeError::BadFrame)?;
@@ -214,7 +215,7 @@ fn check_text_frame(frame: &[u8]) -> Result<(), EnvelopeError> {
         }
         len => (u64::from(len), rest),
     };
-    if payload.len() as u64 != len {
+    if payload.len() as u64 != len || payload.is_empty() || std::str::from_utf8(payload).is_err() {
         return Err(EnvelopeError::BadFrame);
     }
     Ok(())
@@ -342,7 +343,7 @@ mod tests {
 
     #[test]
     fn a_push_round_trips_and_its_frame_is_not_copied() {
-        for message in ["", "hello", &"x".repeat(300), &"y".repeat(70_000)] {
+        for message in ["hello", &"x".repeat(300), &"y".repeat(70_000)] {
             let text = frame::text(message);
             let payload = encode_push(7, "user.with *>", "alarm", &text);
             let push = decode_push(&payload).unwrap();
@@ -401,6 +402,18 @@ mod tests {
         );
         let binary = encode_push(1, "u", "e", &frame::ping(b"m"));
         assert_eq!(decode_push(&binary), Err(EnvelopeError::BadFrame));
+        // Text frames no node sends: a payload that is not UTF-8 (a browser would close on
+        // it), an empty one (every push endpoint refuses an empty message).
+        for payload in [&b"\xff\xfebad"[..], b""] {
+            let mut text = vec![0x81, payload.len() as u8];
+            text.extend_from_slice(payload);
+            let forged = encode_push(1, "u", "e", &Bytes::from(text));
+            assert_eq!(
+                decode_push(&forged),
+                Err(EnvelopeError::BadFrame),
+                "{payload:?}"
+            );
+        }
         assert_eq!(decode_reply(&[2, 0]), Err(EnvelopeError::Version(2)));
         assert_eq!(decode_presence(&[]), Err(EnvelopeError::Truncated));
     }

@@ -140,6 +140,7 @@ impl Cluster {
             .no_echo()
             .retry_on_initial_connect()
             .max_reconnects(None)
+            .ping_interval(NATS_PING_INTERVAL)
             .event_callback(move |event| {
                 let _ = events_tx.send(event);
                 async {}
@@ -434,6 +435,17 @@ impl Drop for Cluster {
     }
 }
 
+/// How long the NATS connection may carry nothing from the server before the client pings
+/// it; after three unanswered pings (two outstanding is async-nats's limit) it counts the
+/// server as lost. So a server that hangs without closing the connection (a frozen host, a
+/// partition that drops packets) is noticed ~3 s after its last message, before its peers'
+/// presence expires ([`presence::PEER_TTL`], 3.5 s): until then pushes wait for those peers and
+/// are marked partial when they do not answer, and from then on NATS is "disconnected" and
+/// they are marked partial for that. With the async-nats default (60 s), replies looked exact
+/// for minutes while NATS held everything published. A healthy cluster exchanges presence
+/// every second, so these pings only flow when the server goes quiet.
+const NATS_PING_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Follows the client's connection events: the gauge, the logs, and a hello after each
 /// (re)connection so that peers and this node learn each other's buckets at once.
 async fn follow_events(
@@ -446,8 +458,21 @@ async fn follow_events(
     // must say so at the same level, once (async-nats retries and logs each attempt).
     let mut ever_connected = false;
     let mut warned_unreachable = false;
+    let mut warned_refused = false;
     while let Some(event) = events.recv().await {
         match event {
+            // A wrong credential is not an outage: say which it is, at error level, once.
+            ref refused if is_authorization_violation(refused) => {
+                if !warned_refused {
+                    warned_refused = true;
+                    warned_unreachable = true;
+                    tracing::error!(
+                        "NATS refused this node's credentials (authorization violation): \
+                         check --nats-user/--nats-password, --nats-token, --nats-creds or \
+                         --nats-nkey; serving local connections only, retrying"
+                    );
+                }
+            }
             Event::Connected => {
                 ever_connected = true;
                 tracing::info!("connected to NATS");
@@ -473,6 +498,19 @@ async fn follow_events(
             // async-nats logs each event itself at info level; once is enough.
             other => tracing::debug!(event = %other, "NATS event"),
         }
+    }
+}
+
+/// Whether the server turned this node's credentials down (async-nats reports it as a
+/// server error once connected, as a client error while connecting).
+fn is_authorization_violation(event: &Event) -> bool {
+    match event {
+        Event::ServerError(async_nats::ServerError::AuthorizationViolation) => true,
+        Event::ClientError(error) => error
+            .to_string()
+            .to_ascii_lowercase()
+            .contains("authorization violation"),
+        _ => false,
     }
 }
 
