@@ -5,6 +5,7 @@ mod common;
 use std::collections::HashMap;
 
 use common::*;
+use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
@@ -293,4 +294,52 @@ Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n
     assert_eq!(&buf[..n], b"\x81\x02hi");
     let _ = Message::Close(None);
     gw.stop().await;
+}
+
+/// The `registered` reply comes before any push on that connection, however busy the user's
+/// shard is: a client tells its ack from pushed text by order (clients/js), and pushed text
+/// may look like an ack. Pushers keep the user's one shard busy while connections register
+/// one after another, on one worker thread; a push used to overtake the reply there (the
+/// session queued it after the shard had bound the connection and pushed to it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registered_reply_comes_before_any_push() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    const CONNECTIONS: usize = 300;
+    let gw = GatewayProcess::start(&["--worker-threads", "1", "--shards", "1"], None).await;
+    let pushing = Arc::new(AtomicBool::new(true));
+    let pushers: Vec<_> = (0..32)
+        .map(|_| {
+            let pushing = pushing.clone();
+            let internal = gw.internal;
+            tokio::spawn(async move {
+                let mut pusher = Pusher::connect(internal).await;
+                while pushing.load(Ordering::Relaxed) {
+                    pusher.push("busy", "alarm", "a push").await;
+                }
+            })
+        })
+        .collect();
+    let ack = r#"{"type":"registered","event":"alarm"}"#;
+    let mut overtaken = Vec::new();
+    for attempt in 0..CONNECTIONS {
+        let mut ws = gw.connect().await.unwrap();
+        ws.send(Message::Text(
+            r#"{"token":"busy","event":"alarm","ack":true}"#.into(),
+        ))
+        .await
+        .unwrap();
+        let first = next_text(&mut ws).await;
+        if first != ack {
+            overtaken.push((attempt, first));
+        }
+    }
+    pushing.store(false, Ordering::Relaxed);
+    for pusher in pushers {
+        pusher.await.unwrap();
+    }
+    assert!(
+        overtaken.is_empty(),
+        "a push came before the ack: {overtaken:?}"
+    );
 }

@@ -440,10 +440,15 @@ impl Session<'_> {
                 }
             }
         }
+        // The shard queues the `registered` reply as it binds, so that no push overtakes it.
+        let ack = frame
+            .ack
+            .then(|| ack_frame(&AckReply::Registered { event: &event }))
+            .flatten();
         let bound = self
             .shared
             .router
-            .register(user, event.clone(), self.conn.clone())
+            .register(user, event.clone(), self.conn.clone(), ack)
             .await;
         if !bound {
             // The user's connection cap (the shard counted the refusal): only a first
@@ -460,7 +465,7 @@ impl Session<'_> {
             ));
         }
         self.count_registration(result);
-        self.reply_registered(frame.ack, &event)
+        None
     }
 
     fn refuse(&self, ack: bool, reason: RejectReason) -> Option<Ending> {
@@ -503,8 +508,7 @@ impl Session<'_> {
         if !ack {
             return None;
         }
-        let text = serde_json::to_string(body).ok()?;
-        match self.conn.outbox.push_own(frame::text(&text)) {
+        match self.conn.outbox.push_own(ack_frame(body)?) {
             Ok(()) => None,
             Err(QueueError::Full) => Some(self.close_slow()),
             // Closing already: the close frame is on its way.
@@ -536,6 +540,13 @@ impl Session<'_> {
 enum AckReply<'a> {
     Registered { event: &'a str },
     Error { reason: &'a str },
+}
+
+/// An ack as the text frame the client receives.
+fn ack_frame(body: &AckReply<'_>) -> Option<bytes::Bytes> {
+    serde_json::to_string(body)
+        .ok()
+        .map(|text| frame::text(&text))
 }
 
 /// Reads and discards until the client closes its side (or sends its close reply).

@@ -32,6 +32,10 @@ pub enum Command {
         user: Arc<str>,
         event: Box<str>,
         conn: ConnHandle,
+        /// The `registered` reply the client asked for, queued by the shard as it binds:
+        /// in the connection's queue it then comes before any push the binding lets in,
+        /// which a client relies on to tell its ack from pushed text.
+        ack: Option<Bytes>,
         reply: oneshot::Sender<bool>,
     },
     /// Remove every binding of a connection (it closed).

@@ -59,7 +59,13 @@ impl Router {
     /// Binds a connection; waits for room in the shard's channel (registration is never
     /// dropped, it only slows down) and for the shard's answer: false when the user's
     /// connection cap refused it, so that the client is told before it is closed.
-    pub async fn register(&self, user: Arc<str>, event: Box<str>, conn: ConnHandle) -> bool {
+    pub async fn register(
+        &self,
+        user: Arc<str>,
+        event: Box<str>,
+        conn: ConnHandle,
+        ack: Option<Bytes>,
+    ) -> bool {
         let shard = self.shard_of(&user);
         let (reply, answer) = oneshot::channel();
         let sent = self.shards[shard]
@@ -67,6 +73,7 @@ impl Router {
                 user,
                 event,
                 conn,
+                ack,
                 reply,
             })
             .await;

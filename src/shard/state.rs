@@ -208,11 +208,16 @@ impl ShardState {
                 user,
                 event,
                 conn,
+                ack,
                 reply,
             } => {
+                let bound = self.register(user.clone(), event, conn.clone());
+                if let (true, Some(ack)) = (bound, ack) {
+                    self.queue_ack(&user, &conn, ack);
+                }
                 // The session may be gone (the client left): nothing was bound for it to
                 // undo if the cap refused it, and an unregister follows otherwise.
-                let _ = reply.send(self.register(user, event, conn));
+                let _ = reply.send(bound);
             }
             Command::Unregister { user, conn_id } => self.unregister(&user, conn_id),
             Command::Push {
@@ -306,6 +311,24 @@ impl ShardState {
             events: smallvec![event],
         });
         true
+    }
+
+    /// Queues a register reply ahead of whatever this shard pushes to `conn` next. A queue
+    /// too full for it makes the connection a slow consumer, as a full queue does for a push.
+    fn queue_ack(&mut self, user: &str, conn: &ConnHandle, ack: Bytes) {
+        match conn.outbox.push(ack, None) {
+            Ok(Queue::Flush) => self.to_flush.push_back(conn.clone()),
+            Ok(Queue::Pending) | Err(QueueError::Closed) => {}
+            Err(QueueError::Full) => {
+                if conn
+                    .outbox
+                    .close_slow(self.slow_close_frame.clone(), &self.metrics)
+                {
+                    tracing::warn!(conn = conn.id, "closing slow consumer");
+                }
+                self.unregister(user, conn.id);
+            }
+        }
     }
 
     /// Removes every binding of a connection.
