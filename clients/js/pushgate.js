@@ -92,6 +92,17 @@ export function parseAck(data) {
   return null;
 }
 
+/**
+ * `text` cut to the 123 bytes of UTF-8 a close frame's reason may hold: a longer one makes
+ * the browser's `WebSocket.close()` throw, which would leave the socket open.
+ */
+export function closeReason(text) {
+  let reason = String(text ?? '');
+  const encoder = new TextEncoder();
+  while (encoder.encode(reason).length > 123) reason = reason.slice(0, -1);
+  return reason;
+}
+
 // Register-error reasons (from an ack) after which retrying the same thing cannot succeed.
 const FATAL_REASONS = new Set(['token_rejected', 'malformed', 'empty_field', 'user_conflict']);
 
@@ -123,7 +134,18 @@ export class PushgateClient extends EventTarget {
     }
     this.options = { ...DEFAULTS };
     for (const key of Object.keys(DEFAULTS)) {
-      if (options[key] !== undefined) this.options[key] = options[key];
+      if (options[key] === undefined) continue;
+      if (typeof DEFAULTS[key] === 'number') {
+        // A delay that is not a finite non-negative number (NaN from a bad query string)
+        // would reconnect with no delay at all; past 2^31 - 1 ms timers fire at once.
+        const value = Number(options[key]);
+        if (!Number.isFinite(value) || value < 0) {
+          throw new TypeError(`PushgateClient: \`${key}\` must be a number of milliseconds >= 0`);
+        }
+        this.options[key] = Math.min(value, 2 ** 31 - 1);
+      } else {
+        this.options[key] = options[key];
+      }
     }
     this.url = options.url;
     this.token = options.token; // string, or () => string | Promise<string>
@@ -177,7 +199,7 @@ export class PushgateClient extends EventTarget {
     this._ws = null;
     if (ws && ws.readyState !== 2 && ws.readyState !== 3) {
       try {
-        ws.close(CloseCode.NORMAL, reason);
+        ws.close(CloseCode.NORMAL, closeReason(reason));
       } catch {
         /* already closing */
       }
@@ -292,7 +314,7 @@ export class PushgateClient extends EventTarget {
       this._awaitingAck = false;
       this._clearTimer('_ackTimer');
       const ack = parseAck(data);
-      if (ack && ack.type === 'registered') {
+      if (ack && ack.type === 'registered' && ack.event === this.event) {
         this._registered(true);
         return;
       }
@@ -301,13 +323,16 @@ export class PushgateClient extends EventTarget {
         if (ack.reason === 'token_rejected') {
           // The gateway closes with 4401 next; whatever the close says, do not retry.
           this._after = { action: 'refuse', reason: ack.reason };
+        } else if (ack.reason === 'too_many_connections') {
+          // The gateway closes with 4029 next: the user's other tabs hold every place.
+          this._after = { action: 'reconnect', delay: 'long', reason: ack.reason };
         } else if (FATAL_REASONS.has(ack.reason)) {
           this._after = { action: 'refuse', reason: ack.reason };
-          ws.close(CloseCode.NORMAL, ack.reason);
+          ws.close(CloseCode.NORMAL, closeReason(ack.reason));
         } else {
           // auth_unavailable (or a reason this client does not know): try again later.
           this._after = { action: 'reconnect', delay: 'backoff', reason: ack.reason };
-          ws.close(CloseCode.NORMAL, ack.reason);
+          ws.close(CloseCode.NORMAL, closeReason(ack.reason));
         }
         return;
       }
@@ -329,9 +354,12 @@ export class PushgateClient extends EventTarget {
     if (decision.action === 'reconnect' && !this._stopped) {
       const delay = this._delayFor(decision.delay);
       this.attempt++;
-      this._setState('closed');
+      // Scheduled before anyone hears of the close: a listener that calls connect() or
+      // close() then cancels it, instead of a second socket opening when it fires.
       this._scheduleReconnect(delay);
-      this._emit('close', { ...info, willReconnect: true, delay });
+      this._setState('closed');
+      const willReconnect = this._reconnectTimer !== null;
+      this._emit('close', { ...info, willReconnect, ...(willReconnect ? { delay } : {}) });
       return;
     }
     if (decision.action === 'refuse' && !this._stopped) {
@@ -357,7 +385,7 @@ export class PushgateClient extends EventTarget {
     this._reconnectTimer = this._setTimeout(() => {
       this._reconnectTimer = null;
       this.nextReconnectAt = null;
-      if (!this._stopped) this._open();
+      if (!this._stopped && !this._ws && this.state !== 'connecting') this._open();
     }, delay);
   }
 

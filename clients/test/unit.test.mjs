@@ -6,6 +6,7 @@ import {
   PushgateClient,
   backoffDelay,
   closePolicy,
+  closeReason,
   parseAck,
   DEFAULTS,
 } from '../js/pushgate.js';
@@ -463,3 +464,100 @@ test('connect() while connected is a no-op; options default sensibly', async () 
 test('the module also sets globalThis.Pushgate for classic scripts', () => {
   assert.equal(globalThis.Pushgate.PushgateClient, PushgateClient);
 });
+
+// ---- found by a review on 2026-11-26 --------------------------------------------------------
+
+test('too_many_connections before the 4029 close waits the long backoff', async () => {
+  const t = setup();
+  t.client.connect();
+  await flush();
+  const ws = t.last();
+  ws.serverOpen();
+  ws.serverSend('{"type":"error","reason":"too_many_connections"}');
+  ws.serverClose(4029, 'too many connections for this user');
+  // random() = 0.5 of min(longMaxDelay, longDelay * 2^0): 5000, not the short backoff's 50.
+  assert.deepEqual(t.clock.pending(), [5000]);
+  assert.equal(t.ofType('close').at(-1).delay, 5000);
+});
+
+test("an ack for another event is not this registration's ack", async () => {
+  const t = setup();
+  t.client.connect();
+  await flush();
+  const ws = t.last();
+  ws.serverOpen();
+  ws.serverSend('{"type":"registered","event":"other"}');
+  assert.deepEqual(t.ofType('registered'), [{ event: 'alarm', acked: false }]);
+  assert.deepEqual(t.ofType('message'), ['{"type":"registered","event":"other"}']);
+});
+
+test('close reasons are cut to the 123 bytes a close frame holds', async () => {
+  assert.equal(closeReason('short'), 'short');
+  assert.equal(new TextEncoder().encode(closeReason('x'.repeat(200))).length, 123);
+  assert.equal(new TextEncoder().encode(closeReason('é'.repeat(100))).length, 122);
+  // A socket whose close() throws on a long reason, as browsers' does.
+  class StrictWebSocket extends FakeWebSocket {
+    close(code, reason = '') {
+      if (new TextEncoder().encode(reason).length > 123) throw new SyntaxError('reason too long');
+      super.close(code, reason);
+    }
+  }
+  const t = setup({ WebSocket: StrictWebSocket });
+  t.client.connect();
+  await flush();
+  const ws = t.last();
+  ws.serverOpen();
+  ws.serverSend(JSON.stringify({ type: 'error', reason: 'r'.repeat(200) }));
+  assert.equal(ws.readyState, 3, 'closed, not left open');
+  assert.equal(t.client.state, 'closed');
+});
+
+test('connect() from a close listener leaves one socket, not two', async () => {
+  const t = setup();
+  const ws = await connectAndRegister(t);
+  let once = true;
+  t.client.addEventListener('statechange', (e) => {
+    if (e.detail.state === 'closed' && once) {
+      once = false;
+      t.client.connect();
+    }
+  });
+  ws.serverClose(1006);
+  assert.equal(t.client.reconnectScheduled, false, 'connect() cancelled the reconnect');
+  await flush();
+  const second = t.last();
+  second.serverOpen();
+  second.serverSend('{"type":"registered","event":"alarm"}');
+  // Before the fix the reconnect scheduled for the first close fired here and opened a third
+  // socket over the second, which stayed open and registered, unseen.
+  t.clock.advance(60000);
+  await flush();
+  assert.equal(FakeWebSocket.instances.length, 2);
+  assert.equal(t.client.state, 'registered');
+});
+
+test('close() from a close listener leaves no reconnect behind', async () => {
+  const t = setup();
+  const ws = await connectAndRegister(t);
+  t.client.addEventListener('statechange', (e) => {
+    if (e.detail.state === 'closed') t.client.close();
+  });
+  ws.serverClose(1006);
+  assert.equal(t.client.reconnectScheduled, false);
+  assert.equal(t.client.nextReconnectAt, null);
+  t.clock.advance(60000);
+  assert.equal(FakeWebSocket.instances.length, 1);
+});
+
+test('delays that are not numbers >= 0 are refused', () => {
+  for (const bad of [NaN, -1, 'abc', Infinity]) {
+    assert.throws(
+      () => new PushgateClient({ url: 'ws://x/ws', token: 't', event: 'e', minDelay: bad }),
+      TypeError,
+      String(bad),
+    );
+  }
+  const client = new PushgateClient({ url: 'ws://x/ws', token: 't', event: 'e', maxDelay: 1e12 });
+  assert.equal(client.options.maxDelay, 2 ** 31 - 1);
+});
+
