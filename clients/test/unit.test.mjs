@@ -170,11 +170,17 @@ function setup(options = {}) {
   return { client, clock, events, last, ofType };
 }
 
-async function connectAndRegister(t) {
+/** Connects and opens the socket: the register frame is sent, no reply yet. */
+async function connectAndOpen(t) {
   t.client.connect();
   await flush();
   const ws = t.last();
   ws.serverOpen();
+  return ws;
+}
+
+async function connectAndRegister(t) {
+  const ws = await connectAndOpen(t);
   assert.deepEqual(JSON.parse(ws.sent.at(-1)), { token: 'alice', event: 'alarm', ack: true });
   assert.equal(t.client.state, 'open');
   ws.serverSend('{"type":"registered","event":"alarm"}');
@@ -469,10 +475,7 @@ test('the module also sets globalThis.Pushgate for classic scripts', () => {
 
 test('too_many_connections before the 4029 close waits the long backoff', async () => {
   const t = setup();
-  t.client.connect();
-  await flush();
-  const ws = t.last();
-  ws.serverOpen();
+  const ws = await connectAndOpen(t);
   ws.serverSend('{"type":"error","reason":"too_many_connections"}');
   ws.serverClose(4029, 'too many connections for this user');
   // random() = 0.5 of min(longMaxDelay, longDelay * 2^0): 5000, not the short backoff's 50.
@@ -482,10 +485,7 @@ test('too_many_connections before the 4029 close waits the long backoff', async 
 
 test("an ack for another event is not this registration's ack", async () => {
   const t = setup();
-  t.client.connect();
-  await flush();
-  const ws = t.last();
-  ws.serverOpen();
+  const ws = await connectAndOpen(t);
   ws.serverSend('{"type":"registered","event":"other"}');
   assert.deepEqual(t.ofType('registered'), [{ event: 'alarm', acked: false }]);
   assert.deepEqual(t.ofType('message'), ['{"type":"registered","event":"other"}']);
@@ -503,10 +503,7 @@ test('close reasons are cut to the 123 bytes a close frame holds', async () => {
     }
   }
   const t = setup({ WebSocket: StrictWebSocket });
-  t.client.connect();
-  await flush();
-  const ws = t.last();
-  ws.serverOpen();
+  const ws = await connectAndOpen(t);
   ws.serverSend(JSON.stringify({ type: 'error', reason: 'r'.repeat(200) }));
   assert.equal(ws.readyState, 3, 'closed, not left open');
   assert.equal(t.client.state, 'closed');
