@@ -437,3 +437,66 @@ async fn refusals_leave_a_debug_log_line() {
     let line = gw.wait_for_log("websocket upgrade refused").await;
     assert_eq!(line["reason"], "origin");
 }
+
+/// A fan-out that outruns many clients closes them together: one warn line says so and how
+/// many it closed, rather than a line per connection (the counters have every one).
+#[tokio::test]
+async fn slow_consumers_closed_together_leave_one_warn_line() {
+    const STALLED: usize = 8;
+    let mut gw = GatewayProcess::start(
+        &[
+            "--log",
+            "pushgate=debug",
+            "--conn-queue-frames",
+            "2",
+            "--shards",
+            "1",
+        ],
+        None,
+    )
+    .await;
+    let mut stalled = Vec::new();
+    for _ in 0..STALLED {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut client = raw_handshake(socket.connect(gw.addr).await.unwrap()).await;
+        // Register, then ping: the pong proves the register frame reached the shard. After
+        // that the client never reads again.
+        let register = br#"{"token":"slowpoke","event":"alarm"}"#;
+        let mut frames = vec![0x81, 0x80 | register.len() as u8, 0, 0, 0, 0];
+        frames.extend_from_slice(register);
+        frames.extend_from_slice(&[0x89, 0x80, 0, 0, 0, 0]);
+        client.write_all(&frames).await.unwrap();
+        let mut pong = [0u8; 2];
+        client.read_exact(&mut pong).await.unwrap();
+        assert_eq!(pong, [0x8A, 0x00]);
+        stalled.push(client);
+    }
+    let mut pusher = gw.pusher().await;
+    let message = "s".repeat(64 * 1024);
+    let mut pushes = 0;
+    while pusher.push_ok("slowpoke", "alarm", &message).await > 0 {
+        pushes += 1;
+        assert!(pushes < 1_000, "the stalled clients were never closed");
+    }
+    // A refused push afterwards: its debug line follows whatever the closes logged.
+    let (status, _) = pusher.request("POST", "/push", &[], "{}").await;
+    assert_eq!(status.as_u16(), 400);
+    let lines = gw.lines_until("push refused").await;
+    let warnings: Vec<_> = lines
+        .iter()
+        .filter(|line| line["fields"]["message"] == "closing slow consumer")
+        .collect();
+    // All of them closed well within the 10 s between two such lines.
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0]["level"], "WARN");
+    assert_eq!(warnings[0]["fields"]["closed_since_last_line"], 1);
+    let (_, metrics) = pusher.request("GET", "/metrics", &[], "").await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"pushgate_frames_dropped_total{reason="slow_consumer"}"#
+        ),
+        Some(STALLED as f64)
+    );
+}

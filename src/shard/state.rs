@@ -12,7 +12,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ahash::{AHashMap, AHashSet};
 use bytes::Bytes;
@@ -20,6 +20,7 @@ use smallvec::{smallvec, SmallVec};
 
 use super::command::{Command, ConnHandle};
 use crate::conn::outbox::{Flushed, Queue, QueueError};
+use crate::log_throttle::LogThrottle;
 use crate::metrics::{DropReason, Metrics, RefusalReason};
 use crate::ws::close::CloseCode;
 use crate::ws::frame;
@@ -140,6 +141,41 @@ pub struct ShardState {
     /// first one: written round-robin, so that a push queued behind a long fan-out reaches
     /// every connection within one round.
     to_flush: VecDeque<ConnHandle>,
+    slow_close_log: SlowCloseLog,
+}
+
+/// A fan-out that outruns many clients at once closes them all in the same millisecond: one
+/// warn line per interval says so, with how many were closed since the last line, rather
+/// than one line each. Every close is counted in the metrics, and each connection's end is
+/// logged at debug by its session.
+#[derive(Debug)]
+struct SlowCloseLog {
+    throttle: LogThrottle,
+    closed_since_line: u64,
+}
+
+/// How often a shard may log that it closed slow consumers.
+const SLOW_CLOSE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+impl SlowCloseLog {
+    fn new() -> Self {
+        Self {
+            throttle: LogThrottle::new(SLOW_CLOSE_LOG_INTERVAL),
+            closed_since_line: 0,
+        }
+    }
+
+    fn closed(&mut self, conn_id: u64) {
+        self.closed_since_line += 1;
+        if self.throttle.ready() {
+            tracing::warn!(
+                conn = conn_id,
+                closed_since_last_line = self.closed_since_line,
+                "closing slow consumer"
+            );
+            self.closed_since_line = 0;
+        }
+    }
 }
 
 impl ShardState {
@@ -153,6 +189,7 @@ impl ShardState {
             max_per_user: 0,
             hook: None,
             to_flush: VecDeque::new(),
+            slow_close_log: SlowCloseLog::new(),
         }
     }
 
@@ -324,7 +361,7 @@ impl ShardState {
                     .outbox
                     .close_slow(self.slow_close_frame.clone(), &self.metrics)
                 {
-                    tracing::warn!(conn = conn.id, "closing slow consumer");
+                    self.slow_close_log.closed(conn.id);
                 }
                 self.unregister(user, conn.id);
             }
@@ -431,7 +468,7 @@ impl ShardState {
                         .outbox
                         .close_slow(self.slow_close_frame.clone(), &self.metrics)
                     {
-                        tracing::warn!(conn = bound.conn.id, "closing slow consumer");
+                        self.slow_close_log.closed(bound.conn.id);
                     }
                     self.metrics.dropped(DropReason::SlowConsumer);
                     dead.push(bound.conn.id);

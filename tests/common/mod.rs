@@ -382,16 +382,27 @@ impl GatewayProcess {
     /// Waits, within [`WAIT`], for the next log line whose message is `message`; returns its
     /// fields.
     pub async fn wait_for_log(&mut self, message: &str) -> serde_json::Value {
+        let mut lines = self.lines_until(message).await;
+        lines.pop().expect("the awaited line")["fields"].clone()
+    }
+
+    /// Waits, within [`WAIT`], for the next log line whose message is `message`; returns the
+    /// lines read up to and including it, whole (`level`, `fields`, ...), in order.
+    pub async fn lines_until(&mut self, message: &str) -> Vec<serde_json::Value> {
+        let mut lines = Vec::new();
         tokio::time::timeout(WAIT, async {
             while let Some(entry) = self.log.recv().await {
-                if entry["fields"]["message"] == message {
-                    return entry["fields"].clone();
+                let found = entry["fields"]["message"] == message;
+                lines.push(entry);
+                if found {
+                    return;
                 }
             }
             panic!("the gateway's log ended before {message:?}");
         })
         .await
-        .unwrap_or_else(|_| panic!("no log line {message:?} within the wait bound"))
+        .unwrap_or_else(|_| panic!("no log line {message:?} within the wait bound"));
+        lines
     }
 
     /// Sends SIGHUP.
