@@ -8,15 +8,15 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::clock::{self, secs};
-use crate::fleet::{confirm, connect_fleet, setup_report, Ctx};
+use crate::fleet::{confirm, connect_fleet, run_failure, setup_report, warn_about_answers, Ctx};
 use crate::procstat::{cpu_obj, sample_self, sample_server};
 use crate::progress;
 use crate::push::{write_body, write_data_message};
 use crate::report::{hist_us, hist_us_short, status_obj, Obj};
 use crate::sink::{new_hist, record, FanoutSink, Sink};
-use crate::FanoutArgs;
+use crate::{FanoutArgs, Outcome};
 
-pub async fn run(ctx: &Ctx, a: &FanoutArgs) -> Result<Obj> {
+pub async fn run(ctx: &Ctx, a: &FanoutArgs) -> Result<Outcome> {
     let k_pushes = a.pushes;
     let srv_initial = sample_server(ctx.server_pid)?;
     let fleet = connect_fleet(
@@ -38,9 +38,16 @@ pub async fn run(ctx: &Ctx, a: &FanoutArgs) -> Result<Obj> {
     let mut status = BTreeMap::new();
     let mut reply = new_hist();
     let mut io_errors = 0u64;
+    let mut unanswered = 0u64;
     let mut no_count = 0u64;
+    let mut sent = 0usize;
     let user = fleet.users[0].clone();
     for k in 0..k_pushes {
+        if fleet.closed() >= a.connections as u64 {
+            progress!("every connection was closed by the server: stopping after {k} pushes");
+            break;
+        }
+        sent += 1;
         let t = clock::now();
         write_body(&mut p.body, &user, &ctx.event_json, |o| {
             write_data_message(o, k as u64, t, a.message_size)
@@ -60,8 +67,12 @@ pub async fn run(ctx: &Ctx, a: &FanoutArgs) -> Result<Obj> {
                     };
                 }
             }
-            Err(_) => {
-                io_errors += 1;
+            Err(e) => {
+                if e.kind() == std::io::ErrorKind::TimedOut {
+                    unanswered += 1;
+                } else {
+                    io_errors += 1;
+                }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
@@ -107,13 +118,18 @@ pub async fn run(ctx: &Ctx, a: &FanoutArgs) -> Result<Obj> {
     c.put("pushes", k_pushes);
     c.put("message_size", a.message_size);
     c.put("interval_ms", a.interval_ms);
+    c.put("drain_s", a.drain);
     c.put("threads", ctx.threads);
+    c.put("source_ips", ctx.source_ips.len());
+    c.put("user", a.user.as_str());
+    c.put("event", ctx.event.as_str());
     r.put("config", c);
     r.put("setup", setup_report(&fleet, &conf));
     let mut pu = Obj::new();
-    pu.put("sent", k_pushes);
+    pu.put("sent", sent);
     pu.put("status", status_obj(&status));
     pu.put("io_errors", io_errors);
+    pu.put("unanswered", unanswered);
     pu.put("ok_without_count", no_count);
     r.put("pushes", pu);
     let mut d = Obj::new();
@@ -142,5 +158,10 @@ pub async fn run(ctx: &Ctx, a: &FanoutArgs) -> Result<Obj> {
         r.put("server", o);
     }
     r.put("loadgen", cpu_obj(&me0, &me1, received));
-    Ok(r)
+    let accepted = status.get(&200).copied().unwrap_or(0);
+    warn_about_answers(&status, want.saturating_sub(received));
+    Ok(Outcome {
+        report: r,
+        failure: run_failure(&fleet, io_errors + unanswered, accepted),
+    })
 }

@@ -32,7 +32,11 @@ pub struct Ctx {
     pub ws_targets: Vec<WsTarget>,
     pub push: Arc<PushTarget>,
     pub source_ips: Vec<IpAddr>,
+    /// The event, as given and as a JSON string.
+    pub event: String,
     pub event_json: String,
+    /// `--push-key` was given: a 401 then means a wrong key rather than a missing one.
+    pub push_key_given: bool,
     pub connect_concurrency: usize,
     pub connect_timeout: Duration,
     pub confirm_timeout: Duration,
@@ -278,7 +282,12 @@ pub async fn connect_fleet(
                     .downcast_ref::<io::Error>()
                     .is_some_and(|e| e.raw_os_error() == Some(libc::EADDRNOTAVAIL))
                 {
-                    " (out of ephemeral ports? add source addresses with --source-ips)"
+                    if ctx.source_ips.is_empty() {
+                        " (out of ephemeral ports? add source addresses with --source-ips)"
+                    } else {
+                        " (is every --source-ips address one of this machine's? or out of \
+                         ephemeral ports: add more source addresses)"
+                    }
                 } else {
                     ""
                 };
@@ -307,10 +316,11 @@ pub async fn connect_fleet(
 
 /// Run one push per job over the pusher pool (one task per pusher, each
 /// sending its share of the jobs sequentially). `fill(job, body)` writes the
-/// request body.
+/// request body. No push waits for its reply past `deadline` (a clock time).
 pub async fn push_many<F>(
     pushers: &mut Vec<Pusher>,
     jobs: Vec<usize>,
+    deadline: u64,
     fill: F,
 ) -> Vec<(usize, io::Result<Reply>)>
 where
@@ -334,7 +344,8 @@ where
             let mut out = Vec::with_capacity(chunk.len());
             for job in chunk {
                 fill(job, &mut p.body);
-                let r = p.send().await;
+                let left = Duration::from_nanos(deadline.saturating_sub(clock::now()));
+                let r = p.send_within(left).await;
                 out.push((job, r));
             }
             (p, out)
@@ -347,6 +358,48 @@ where
         results.extend(out);
     }
     results
+}
+
+/// Why a run that reached its report must still exit with status 1: its figures do not
+/// describe the run that was asked for. Non-200 answers and lost deliveries are results
+/// (see [`warn_about_answers`]); these are not.
+pub fn run_failure(fleet: &Fleet, failed_pushes: u64, accepted: u64) -> Option<anyhow::Error> {
+    let closed = fleet.closed();
+    if closed > 0 {
+        return Some(anyhow!(
+            "the server closed {closed} of the {} connections during the run: the figures \
+             describe fewer connections than were asked for",
+            fleet.n_conns
+        ));
+    }
+    if failed_pushes > 0 {
+        return Some(anyhow!(
+            "{failed_pushes} measured pushes got no HTTP reply (connection errors, or no \
+             answer within --request-timeout): see io_errors and unanswered"
+        ));
+    }
+    if accepted == 0 {
+        return Some(anyhow!(
+            "no measured push was accepted (no 200 reply): see pushes.status"
+        ));
+    }
+    None
+}
+
+/// Says on stderr what the report shows but a reader may miss: pushes answered with
+/// something other than 200 (an overloaded or refusing server), and lost deliveries.
+pub fn warn_about_answers(status: &std::collections::BTreeMap<u16, u64>, lost: u64) {
+    let refused: u64 = status
+        .iter()
+        .filter(|(code, _)| **code != 200)
+        .map(|(_, n)| n)
+        .sum();
+    if refused > 0 {
+        progress!("warning: {refused} measured pushes were answered with a status other than 200: see pushes.status");
+    }
+    if lost > 0 {
+        progress!("warning: {lost} deliveries the server counted in its replies never arrived");
+    }
 }
 
 pub struct Confirmed {
@@ -380,6 +433,12 @@ pub async fn confirm(ctx: &Ctx, fleet: &Fleet, pushers: &mut Vec<Pusher>) -> Res
     let mut pushes = 0u64;
     let mut last_problem = String::from("none");
     while !pending.is_empty() {
+        if fleet.closed() >= fleet.n_conns as u64 {
+            bail!(
+                "all {} connections were closed by the server; nothing left to confirm",
+                fleet.n_conns
+            );
+        }
         if clock::now() > deadline {
             let unconfirmed_conns: usize = pending.iter().map(|&u| fleet.conns_of(u)).sum();
             bail!(
@@ -398,7 +457,7 @@ pub async fn confirm(ctx: &Ctx, fleet: &Fleet, pushers: &mut Vec<Pusher>) -> Res
         fleet.round.store(round, Relaxed);
         let users = fleet.users.clone();
         let event_json = ctx.event_json.clone();
-        let replies = push_many(pushers, pending.clone(), move |u, body| {
+        let replies = push_many(pushers, pending.clone(), deadline, move |u, body| {
             write_body(body, &users[u], &event_json, |o| {
                 write_warm_message(o, round)
             })
@@ -416,6 +475,7 @@ pub async fn confirm(ctx: &Ctx, fleet: &Fleet, pushers: &mut Vec<Pusher>) -> Res
                 }) if delivered.is_none() || delivered == Some(want) => waiting.push(u),
                 Ok(r) if matches!(r.status, 400 | 401 | 403 | 404 | 405 | 413) => {
                     let hint = match r.status {
+                        401 | 403 if ctx.push_key_given => " (is --push-key right?)",
                         401 | 403 => " (does the server need --push-key?)",
                         404 | 405 => " (check --url and --push-path)",
                         _ => "",
@@ -437,6 +497,21 @@ pub async fn confirm(ctx: &Ctx, fleet: &Fleet, pushers: &mut Vec<Pusher>) -> Res
                             fleet.users[u], r.status
                         ),
                     };
+                    retry.push(u);
+                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    bail!(
+                        "nothing accepts connections at the push address {} (connection \
+                         refused): check --url",
+                        ctx.push.addr
+                    );
+                }
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    last_problem = format!(
+                        "warm-up push for user {} got no reply in time (--request-timeout \
+                         {:?}, or the end of --confirm-timeout)",
+                        fleet.users[u], ctx.push.request_timeout
+                    );
                     retry.push(u);
                 }
                 Err(e) => {

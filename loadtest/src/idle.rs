@@ -18,10 +18,7 @@ use crate::{IdleArgs, Outcome};
 /// [`Outcome`], so that the exit status says the connections were not all
 /// held: a script checking only `$?` must not mistake it for a success.
 pub async fn run(ctx: &Ctx, a: &IdleArgs, user_prefix: &str) -> Result<Outcome> {
-    let n_users = a
-        .users
-        .unwrap_or(a.connections)
-        .clamp(1, a.connections.max(1));
+    let n_users = a.users.unwrap_or(a.connections);
     let me_initial = sample_self();
     let srv_initial = sample_server(ctx.server_pid)?;
     let names: Vec<String> = (0..n_users).map(|u| format!("{user_prefix}{u}")).collect();
@@ -50,7 +47,12 @@ pub async fn run(ctx: &Ctx, a: &IdleArgs, user_prefix: &str) -> Result<Outcome> 
     c.put("connections", a.connections);
     c.put("users", n_users);
     c.put("hold_s", a.hold);
+    c.put("pushers", a.pushers);
+    c.put("no_recheck", a.no_recheck);
     c.put("threads", ctx.threads);
+    c.put("source_ips", ctx.source_ips.len());
+    c.put("event", ctx.event.as_str());
+    c.put("user_prefix", user_prefix);
     r.put("config", c);
     r.put("setup", setup_report(&fleet, &conf));
     let mut k = Obj::new();

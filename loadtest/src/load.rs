@@ -9,13 +9,13 @@ use anyhow::Result;
 use hdrhistogram::Histogram;
 
 use crate::clock::{self, secs, PreciseTimer};
-use crate::fleet::{confirm, connect_fleet, setup_report, Ctx};
+use crate::fleet::{confirm, connect_fleet, run_failure, setup_report, warn_about_answers, Ctx};
 use crate::procstat::{cpu_obj, sample_pid, sample_self, sample_server};
 use crate::progress;
 use crate::push::{write_body, write_data_message, Pusher};
 use crate::report::{hist_us, status_obj, Obj};
 use crate::sink::{new_hist, record, LoadSink, Sink};
-use crate::LoadArgs;
+use crate::{LoadArgs, Outcome};
 
 /// The schedule shared by all pushers.
 struct Plan {
@@ -28,6 +28,8 @@ struct Plan {
     start: u64,
     t0: u64,
     t1: u64,
+    /// No push waits for its reply past this (the end of the drain).
+    stop_at: u64,
 }
 
 impl Plan {
@@ -40,6 +42,9 @@ impl Plan {
 struct PusherOut {
     /// Pushes whose (scheduled) send time fell inside the window.
     pushes: u64,
+    /// Window pushes that got no reply in time (`--request-timeout`, or the end of the
+    /// drain): a server that stopped answering.
+    unanswered: u64,
     /// Sum of N over 200 replies in the window.
     expected: u64,
     /// 200 replies whose body did not carry a count.
@@ -59,6 +64,7 @@ struct PusherOut {
 async fn pusher_task(mut p: Pusher, i: u64, plan: Arc<Plan>) -> Result<PusherOut> {
     let mut out = PusherOut {
         pushes: 0,
+        unanswered: 0,
         expected: 0,
         no_count: 0,
         status: BTreeMap::new(),
@@ -108,7 +114,10 @@ async fn pusher_task(mut p: Pusher, i: u64, plan: Arc<Plan>) -> Result<PusherOut
         write_body(&mut p.body, user, &plan.event_json, |o| {
             write_data_message(o, g, t, plan.message_size)
         });
-        let res = p.send().await;
+        // However long the server stalls, the run ends with the drain.
+        let res = p
+            .send_within(Duration::from_nanos(plan.stop_at.saturating_sub(send_t)))
+            .await;
         let done = clock::now();
         out.total += 1;
         let in_window = t >= plan.t0 && t < plan.t1;
@@ -129,6 +138,7 @@ async fn pusher_task(mut p: Pusher, i: u64, plan: Arc<Plan>) -> Result<PusherOut
                         }
                     }
                 }
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => out.unanswered += 1,
                 Err(_) => out.io_errors += 1,
             }
         }
@@ -149,11 +159,8 @@ async fn sleep_until(t: u64) {
     }
 }
 
-pub async fn run(ctx: &Ctx, a: &LoadArgs, user_prefix: &str) -> Result<Obj> {
-    let n_users = a
-        .users
-        .unwrap_or(a.connections)
-        .clamp(1, a.connections.max(1));
+pub async fn run(ctx: &Ctx, a: &LoadArgs, user_prefix: &str) -> Result<Outcome> {
+    let n_users = a.users.unwrap_or(a.connections);
     let srv_initial = sample_server(ctx.server_pid)?;
     let names: Vec<String> = (0..n_users).map(|u| format!("{user_prefix}{u}")).collect();
     let shards = (ctx.threads * 4).max(4);
@@ -181,6 +188,7 @@ pub async fn run(ctx: &Ctx, a: &LoadArgs, user_prefix: &str) -> Result<Obj> {
         start,
         t0,
         t1,
+        stop_at: t1 + secs(a.drain),
     });
     progress!(
         "pushing: {} pushers, {}, warm-up {}s, measuring {}s",
@@ -230,11 +238,13 @@ pub async fn run(ctx: &Ctx, a: &LoadArgs, user_prefix: &str) -> Result<Obj> {
     let mut status = BTreeMap::new();
     let mut reply = new_hist();
     let mut lag = new_hist();
-    let (mut pushes, mut io_errors, mut no_count, mut unsent, mut connects) = (0, 0, 0, 0, 0);
+    let (mut pushes, mut io_errors, mut unanswered, mut no_count, mut unsent, mut connects) =
+        (0, 0, 0, 0, 0, 0);
     let total: u64 = outs.iter().map(|o| o.total).sum();
     for o in &outs {
         pushes += o.pushes;
         io_errors += o.io_errors;
+        unanswered += o.unanswered;
         no_count += o.no_count;
         unsent += o.unsent;
         connects += o.connects;
@@ -261,6 +271,8 @@ pub async fn run(ctx: &Ctx, a: &LoadArgs, user_prefix: &str) -> Result<Obj> {
     c.put("drain_s", a.drain);
     c.put("threads", ctx.threads);
     c.put("source_ips", ctx.source_ips.len());
+    c.put("event", ctx.event.as_str());
+    c.put("user_prefix", user_prefix);
     r.put("config", c);
     r.put("setup", setup_report(&fleet, &conf));
 
@@ -269,6 +281,7 @@ pub async fn run(ctx: &Ctx, a: &LoadArgs, user_prefix: &str) -> Result<Obj> {
     p.put("per_s", pushes as f64 / a.duration);
     p.put("status", status_obj(&status));
     p.put("io_errors", io_errors);
+    p.put("unanswered", unanswered);
     p.put("ok_without_count", no_count);
     p.put("sent_incl_warmup", total);
     p.put(
@@ -315,5 +328,10 @@ pub async fn run(ctx: &Ctx, a: &LoadArgs, user_prefix: &str) -> Result<Obj> {
         r.put(&format!("process_{pid}"), cpu_obj(b, e, received));
     }
     r.put("loadgen", cpu_obj(&me0, &me1, received));
-    Ok(r)
+    let accepted = status.get(&200).copied().unwrap_or(0);
+    warn_about_answers(&status, expected.saturating_sub(received));
+    Ok(Outcome {
+        report: r,
+        failure: run_failure(&fleet, io_errors + unanswered, accepted),
+    })
 }

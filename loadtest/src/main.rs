@@ -93,6 +93,10 @@ struct Common {
     /// Seconds allowed to confirm every registration with warm-up pushes.
     #[arg(long, global = true, default_value_t = 30.0)]
     confirm_timeout: f64,
+    /// Seconds a push may wait for its reply (connecting included) before it counts as
+    /// failed.
+    #[arg(long, global = true, default_value_t = 10.0)]
+    request_timeout: f64,
     /// Hard limit on the whole run in seconds; the process exits with status
     /// 3 when it is reached. Default: computed from the other durations.
     #[arg(long, global = true, value_name = "SECS")]
@@ -179,63 +183,115 @@ pub struct IdleArgs {
     pub no_recheck: bool,
 }
 
-fn positive(name: &str, v: f64) -> Result<()> {
-    if !(v.is_finite() && v > 0.0) {
-        bail!("{name} must be a positive number of seconds, got {v}");
+/// Longest duration any flag may ask for: 30 days. Beyond it a run is a typo, and the
+/// arithmetic on nanosecond timestamps would overflow.
+const MAX_SECONDS: f64 = 30.0 * 24.0 * 3600.0;
+
+/// A duration flag in seconds: finite, within [`MAX_SECONDS`], and positive (or, with
+/// `zero_ok`, not negative).
+fn seconds(name: &str, v: f64, zero_ok: bool) -> Result<()> {
+    let low_ok = if zero_ok { v >= 0.0 } else { v > 0.0 };
+    if !(v.is_finite() && low_ok && v <= MAX_SECONDS) {
+        bail!(
+            "{name} must be a number of seconds {} and at most {MAX_SECONDS} (30 days), got {v}",
+            if zero_ok { ">= 0" } else { "> 0" }
+        );
     }
     Ok(())
 }
 
-fn non_negative(v: f64) -> bool {
-    v.is_finite() && v >= 0.0
+fn at_least_one(name: &str, v: usize) -> Result<()> {
+    if v == 0 {
+        bail!("{name} must be at least 1");
+    }
+    Ok(())
 }
 
+/// Users are connection i % U: more users than connections would leave some with none.
+fn users_within(users: Option<usize>, connections: usize) -> Result<()> {
+    if let Some(u) = users {
+        at_least_one("--users", u)?;
+        if u > connections {
+            bail!(
+                "--users ({u}) cannot exceed --connections ({connections}): every user needs a \
+                 connection"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A pid to sample must name a running process now, not after minutes of setup.
+fn process_exists(flag: &str, pid: u32) -> Result<()> {
+    if !std::path::Path::new(&format!("/proc/{pid}/stat")).exists() {
+        bail!("{flag}: no process {pid} on this machine");
+    }
+    Ok(())
+}
+
+/// Checks every flag before anything starts; returns the hard timeout in seconds.
 fn validate(cli: &Cli) -> Result<f64> {
     let c = &cli.common;
-    positive("--connect-timeout", c.connect_timeout)?;
-    positive("--confirm-timeout", c.confirm_timeout)?;
-    if c.threads == 0 {
-        bail!("--threads must be at least 1");
+    seconds("--connect-timeout", c.connect_timeout, false)?;
+    seconds("--confirm-timeout", c.confirm_timeout, false)?;
+    seconds("--request-timeout", c.request_timeout, false)?;
+    at_least_one("--threads", c.threads)?;
+    at_least_one("--connect-concurrency", c.connect_concurrency)?;
+    if let Some(pid) = c.server_pid {
+        process_exists("--server-pid", pid)?;
+    }
+    for &pid in &c.other_pids {
+        process_exists("--other-pids", pid)?;
+    }
+    if !c.other_pids.is_empty() && !matches!(cli.mode, Mode::Load(_)) {
+        bail!("--other-pids is only sampled by the load mode");
     }
     // Rough upper bound on the run, for the hard timeout.
-    let mut budget = 60.0 + c.connect_timeout + 2.0 * c.confirm_timeout;
+    let mut budget = 60.0 + c.connect_timeout + 2.0 * c.confirm_timeout + c.request_timeout;
     match &cli.mode {
         Mode::Load(a) => {
-            positive("--duration", a.duration)?;
-            if !non_negative(a.warmup) || !non_negative(a.drain) {
-                bail!("--warmup and --drain must be >= 0");
-            }
-            if a.connections == 0 || a.pushers == 0 {
-                bail!("--connections and --pushers must be at least 1");
-            }
+            seconds("--duration", a.duration, false)?;
+            seconds("--warmup", a.warmup, true)?;
+            seconds("--drain", a.drain, true)?;
+            at_least_one("--connections", a.connections)?;
+            at_least_one("--pushers", a.pushers)?;
+            users_within(a.users, a.connections)?;
             if let Some(r) = a.rate {
                 if !(r.is_finite() && r > 0.0) {
                     bail!("--rate must be positive");
                 }
             }
-            budget += a.duration + a.warmup + a.drain + a.connections as f64 / 500.0;
+            budget += a.duration + 2.0 * a.drain + a.warmup + a.connections as f64 / 500.0;
         }
         Mode::Fanout(a) => {
-            if a.connections == 0 || a.pushes == 0 {
-                bail!("--connections and --pushes must be at least 1");
-            }
-            if !non_negative(a.drain) || !non_negative(a.interval_ms) {
-                bail!("--drain and --interval-ms must be >= 0");
+            at_least_one("--connections", a.connections)?;
+            at_least_one("--pushes", a.pushes)?;
+            seconds("--drain", a.drain, true)?;
+            if !(a.interval_ms.is_finite()
+                && a.interval_ms >= 0.0
+                && a.interval_ms <= MAX_SECONDS * 1000.0)
+            {
+                bail!(
+                    "--interval-ms must be a number of milliseconds >= 0 and at most {} (30 \
+                     days), got {}",
+                    MAX_SECONDS * 1000.0,
+                    a.interval_ms
+                );
             }
             budget += a.drain
                 + a.connections as f64 / 500.0
                 + a.pushes as f64 * (a.interval_ms / 1000.0 + 0.05);
         }
         Mode::Idle(a) => {
-            positive("--hold", a.hold)?;
-            if a.connections == 0 {
-                bail!("--connections must be at least 1");
-            }
+            seconds("--hold", a.hold, false)?;
+            at_least_one("--connections", a.connections)?;
+            at_least_one("--pushers", a.pushers)?;
+            users_within(a.users, a.connections)?;
             budget += a.hold + a.connections as f64 / 500.0;
         }
     }
     let hard = c.timeout.unwrap_or(budget);
-    positive("--timeout", hard)?;
+    seconds("--timeout", hard, false)?;
     Ok(hard)
 }
 
@@ -266,17 +322,26 @@ async fn build_ctx(c: &Common, nofile: (u64, u64)) -> Result<Ctx> {
         &push_path,
         c.push_key.as_deref(),
         c.source_ips.clone(),
+        Duration::from_secs_f64(c.request_timeout),
     );
     Ok(Ctx {
         ws_targets,
         push: Arc::new(push),
         source_ips: c.source_ips.clone(),
+        event: c.event.clone(),
         event_json: serde_json::to_string(&c.event)?,
+        push_key_given: c.push_key.is_some(),
         connect_concurrency: c.connect_concurrency,
         connect_timeout: Duration::from_secs_f64(c.connect_timeout),
         confirm_timeout: Duration::from_secs_f64(c.confirm_timeout),
         server_pid: c.server_pid,
-        other_pids: c.other_pids.clone(),
+        other_pids: {
+            // Each process once, in the order given.
+            let mut pids = c.other_pids.clone();
+            let mut seen = std::collections::HashSet::new();
+            pids.retain(|pid| seen.insert(*pid));
+            pids
+        },
         nofile,
         threads: c.threads,
     })
@@ -290,22 +355,11 @@ pub struct Outcome {
     pub failure: Option<anyhow::Error>,
 }
 
-impl Outcome {
-    fn ok(report: report::Obj) -> Outcome {
-        Outcome {
-            report,
-            failure: None,
-        }
-    }
-}
-
 async fn run(cli: &Cli, nofile: (u64, u64)) -> Result<Outcome> {
     let ctx = build_ctx(&cli.common, nofile).await?;
     match &cli.mode {
-        Mode::Load(a) => Ok(Outcome::ok(
-            load::run(&ctx, a, &cli.common.user_prefix).await?,
-        )),
-        Mode::Fanout(a) => Ok(Outcome::ok(fanout::run(&ctx, a).await?)),
+        Mode::Load(a) => load::run(&ctx, a, &cli.common.user_prefix).await,
+        Mode::Fanout(a) => fanout::run(&ctx, a).await,
         Mode::Idle(a) => idle::run(&ctx, a, &cli.common.user_prefix).await,
     }
 }
@@ -331,7 +385,7 @@ fn real_main(cli: &Cli) -> Result<()> {
         .name("watchdog".into())
         .spawn(move || {
             std::thread::sleep(Duration::from_secs_f64(hard));
-            eprintln!("pushgate-loadtest: error: hard timeout of {hard:.0}s reached, exiting");
+            eprintln!("pushgate-loadtest: error: hard timeout of {hard}s reached, exiting");
             std::process::exit(3);
         })?;
 
@@ -357,5 +411,71 @@ fn real_main(cli: &Cli) -> Result<()> {
     match outcome.failure {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(args: &str) -> Result<f64> {
+        let cli = Cli::try_parse_from(args.split_whitespace())?;
+        validate(&cli)
+    }
+
+    #[test]
+    fn durations_beyond_thirty_days_or_not_finite_are_refused_before_anything_runs() {
+        for args in [
+            "lt load --timeout 1e20",
+            "lt load -d 2e10",
+            "lt load --drain inf",
+            "lt idle --hold 1e20",
+            "lt load --connect-timeout 1e20",
+            "lt load --request-timeout 0",
+        ] {
+            let error = check(args).unwrap_err().to_string();
+            assert!(
+                error.contains("must be a number of seconds"),
+                "{args}: {error}"
+            );
+        }
+        let error = check("lt fanout --interval-ms 1e20")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("milliseconds"), "{error}");
+        assert!(check("lt load -d 10 --drain 0 --warmup 0").is_ok());
+    }
+
+    #[test]
+    fn counts_that_would_be_changed_silently_are_refused() {
+        let error = check("lt load -c 5 -u 50").unwrap_err().to_string();
+        assert!(error.contains("cannot exceed --connections"), "{error}");
+        for (args, flag) in [
+            ("lt load -u 0", "--users"),
+            ("lt idle -u 0", "--users"),
+            ("lt load --connect-concurrency 0", "--connect-concurrency"),
+            ("lt idle -p 0", "--pushers"),
+        ] {
+            let error = check(args).unwrap_err().to_string();
+            assert!(error.starts_with(flag), "{args}: {error}");
+        }
+    }
+
+    #[test]
+    fn pids_to_sample_must_exist_and_other_pids_belong_to_load() {
+        let error = check("lt load --other-pids 4294967295")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(error, "--other-pids: no process 4294967295 on this machine");
+        let error = check("lt load --server-pid 4294967295")
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("--server-pid"), "{error}");
+        let me = std::process::id();
+        assert!(check(&format!("lt load --other-pids {me}")).is_ok());
+        let error = check(&format!("lt fanout --other-pids {me}"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("only sampled by the load mode"), "{error}");
     }
 }

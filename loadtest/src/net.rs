@@ -20,7 +20,7 @@ impl Url {
     pub fn parse(url: &str, scheme: &str, default_port: u16) -> Result<Url> {
         let prefix = format!("{scheme}://");
         let rest = url.strip_prefix(&prefix).ok_or_else(|| {
-            anyhow!("URL {url:?} must start with {prefix} (TLS is not supported)")
+            anyhow!("URL {url:?} must start with {prefix} (no other scheme: no TLS)")
         })?;
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),

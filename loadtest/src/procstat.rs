@@ -44,7 +44,7 @@ fn parse_stat(stat: &str) -> Option<(u64, u64)> {
 pub fn sample_pid(pid: u32) -> Result<Sample> {
     let at_ns = clock::now();
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat (is --server-pid right?)"))?;
+        .with_context(|| format!("reading /proc/{pid}/stat (has process {pid} exited?)"))?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
     let (ut, st) = parse_stat(&stat).ok_or_else(|| anyhow!("unparsable /proc/{pid}/stat"))?;
@@ -97,11 +97,11 @@ pub fn cpu_obj(before: &Sample, after: &Sample, messages: u64) -> Obj {
             0.0
         },
     );
-    if messages > 0 {
-        o.put("user_us_per_msg", user as f64 / messages as f64);
-        o.put("sys_us_per_msg", sys as f64 / messages as f64);
-        o.put("total_us_per_msg", (user + sys) as f64 / messages as f64);
-    }
+    // Per message: null when nothing was delivered (the report keeps its shape).
+    let per_msg = |us: u64| (messages > 0).then(|| us as f64 / messages as f64);
+    o.put("user_us_per_msg", per_msg(user));
+    o.put("sys_us_per_msg", per_msg(sys));
+    o.put("total_us_per_msg", per_msg(user + sys));
     o.put("rss_before_kb", before.rss_kb);
     o.put("rss_after_kb", after.rss_kb);
     o

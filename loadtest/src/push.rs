@@ -4,6 +4,7 @@
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -15,6 +16,9 @@ pub struct PushTarget {
     /// Request line and fixed headers, up to and including `Content-Length: `.
     pub head: Vec<u8>,
     pub source_ips: Vec<IpAddr>,
+    /// Longest a push may wait for its reply (connecting included) before it counts as
+    /// failed, so that a server that stops answering cannot hold a run past its bounds.
+    pub request_timeout: Duration,
 }
 
 impl PushTarget {
@@ -24,6 +28,7 @@ impl PushTarget {
         path: &str,
         key: Option<&str>,
         source_ips: Vec<IpAddr>,
+        request_timeout: Duration,
     ) -> Self {
         let mut head = format!(
             "POST {path} HTTP/1.1\r\nHost: {host_header}\r\nContent-Type: application/json\r\n"
@@ -36,6 +41,7 @@ impl PushTarget {
             addr,
             head: head.into_bytes(),
             source_ips,
+            request_timeout,
         }
     }
 }
@@ -87,7 +93,28 @@ impl Pusher {
 
     /// POST the current body and wait for the reply. A reused keep-alive
     /// connection that turns out to be closed is reopened once.
+    /// Sends `body` and reads the reply, within the target's request timeout.
     pub async fn send(&mut self) -> io::Result<Reply> {
+        self.send_within(self.target.request_timeout).await
+    }
+
+    /// [`Pusher::send`] with a tighter bound (the end of a run's drain). A push unanswered
+    /// in time fails with [`io::ErrorKind::TimedOut`] and its connection is dropped.
+    pub async fn send_within(&mut self, limit: Duration) -> io::Result<Reply> {
+        let limit = limit.min(self.target.request_timeout);
+        match tokio::time::timeout(limit, self.send_unbounded()).await {
+            Ok(result) => result,
+            Err(_) => {
+                self.stream = None;
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no reply within {limit:?}"),
+                ))
+            }
+        }
+    }
+
+    async fn send_unbounded(&mut self) -> io::Result<Reply> {
         self.out.clear();
         self.out.extend_from_slice(&self.target.head);
         write!(self.out, "{}\r\n\r\n", self.body.len())?;
@@ -399,7 +426,14 @@ mod tests {
             .await
             .unwrap();
         });
-        let target = Arc::new(PushTarget::new(addr, "h", "/push", Some("k"), Vec::new()));
+        let target = Arc::new(PushTarget::new(
+            addr,
+            "h",
+            "/push",
+            Some("k"),
+            Vec::new(),
+            Duration::from_secs(10),
+        ));
         let mut p = Pusher::new(target, 0);
         let mut statuses = Vec::new();
         for _ in 0..4 {
@@ -415,6 +449,36 @@ mod tests {
             vec![(200, Some(3)), (200, Some(12)), (503, None), (400, None)]
         );
         assert_eq!(p.connects, 2);
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_fails_the_push_in_time() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Accepts every connection and never answers; holds the sockets until the test ends.
+        let server = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let target = Arc::new(PushTarget::new(
+            addr,
+            "h",
+            "/push",
+            None,
+            Vec::new(),
+            Duration::from_millis(200),
+        ));
+        let mut p = Pusher::new(target, 0);
+        write_body(&mut p.body, "\"u\"", "\"e\"", |o| {
+            write_data_message(o, 1, 2, 64)
+        });
+        let error = p.send().await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        let error = p.send_within(Duration::from_millis(50)).await.unwrap_err();
+        assert_eq!(error.to_string(), "no reply within 50ms");
+        server.abort();
     }
 
     #[test]

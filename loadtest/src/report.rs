@@ -13,6 +13,15 @@ pub enum V {
     S(String),
     B(bool),
     O(Obj),
+    /// A figure that has no value in this run (a percentile of no samples): `null` in JSON,
+    /// `-` in the table, so that the report keeps one shape whatever happened.
+    Null,
+}
+
+impl From<Option<f64>> for V {
+    fn from(v: Option<f64>) -> V {
+        v.map_or(V::Null, V::F)
+    }
 }
 
 impl From<u64> for V {
@@ -99,6 +108,7 @@ impl Serialize for V {
             V::S(v) => s.serialize_str(v),
             V::B(v) => s.serialize_bool(*v),
             V::O(o) => o.serialize(s),
+            V::Null => s.serialize_none(),
         }
     }
 }
@@ -137,6 +147,9 @@ fn table(o: &Obj, indent: usize, out: &mut String) {
             V::B(x) => {
                 let _ = writeln!(out, "{pad:indent$}{k:<width$} {x}");
             }
+            V::Null => {
+                let _ = writeln!(out, "{pad:indent$}{k:<width$} -");
+            }
         }
     }
 }
@@ -151,32 +164,53 @@ fn fmt_f(x: f64) -> String {
     }
 }
 
-/// Summary of a nanosecond histogram, in microseconds.
+/// Summary of a nanosecond histogram, in microseconds; every figure is there (`null` when
+/// the histogram is empty), so that scripts reading the JSON need no special case.
 pub fn hist_us(h: &Histogram<u64>) -> Obj {
-    let mut o = Obj::new();
-    o.put("count", h.len());
-    if h.is_empty() {
-        return o;
-    }
-    let us = |ns: u64| ns as f64 / 1000.0;
-    o.put("min", us(h.min()));
-    o.put("mean", h.mean() / 1000.0);
-    o.put("p50", us(h.value_at_quantile(0.50)));
-    o.put("p90", us(h.value_at_quantile(0.90)));
-    o.put("p99", us(h.value_at_quantile(0.99)));
-    o.put("p99_9", us(h.value_at_quantile(0.999)));
-    o.put("max", us(h.max()));
-    o
+    summary(
+        h,
+        &[
+            ("min", Figure::Min),
+            ("mean", Figure::Mean),
+            ("p50", Figure::Quantile(0.50)),
+            ("p90", Figure::Quantile(0.90)),
+            ("p99", Figure::Quantile(0.99)),
+            ("p99_9", Figure::Quantile(0.999)),
+            ("max", Figure::Max),
+        ],
+    )
 }
 
 /// Compact `p50/p99/max` summary (µs) for the fanout report.
 pub fn hist_us_short(h: &Histogram<u64>) -> Obj {
+    summary(
+        h,
+        &[
+            ("p50", Figure::Quantile(0.50)),
+            ("p99", Figure::Quantile(0.99)),
+            ("max", Figure::Max),
+        ],
+    )
+}
+
+enum Figure {
+    Min,
+    Mean,
+    Quantile(f64),
+    Max,
+}
+
+fn summary(h: &Histogram<u64>, figures: &[(&str, Figure)]) -> Obj {
     let mut o = Obj::new();
     o.put("count", h.len());
-    if !h.is_empty() {
-        o.put("p50", h.value_at_quantile(0.50) as f64 / 1000.0);
-        o.put("p99", h.value_at_quantile(0.99) as f64 / 1000.0);
-        o.put("max", h.max() as f64 / 1000.0);
+    for (name, figure) in figures {
+        let ns = (!h.is_empty()).then(|| match figure {
+            Figure::Min => h.min() as f64,
+            Figure::Mean => h.mean(),
+            Figure::Quantile(q) => h.value_at_quantile(*q) as f64,
+            Figure::Max => h.max() as f64,
+        });
+        o.put(name, ns.map(|ns| ns / 1000.0));
     }
     o
 }
@@ -209,5 +243,19 @@ mod tests {
         );
         let t = o.to_table();
         assert!(t.contains("inner:\n  z"));
+    }
+
+    #[test]
+    fn an_empty_histogram_keeps_every_field_as_null() {
+        let empty = Histogram::<u64>::new(3).unwrap();
+        assert_eq!(
+            hist_us(&empty).to_json(),
+            r#"{"count":0,"min":null,"mean":null,"p50":null,"p90":null,"p99":null,"p99_9":null,"max":null}"#
+        );
+        assert_eq!(
+            hist_us_short(&empty).to_json(),
+            r#"{"count":0,"p50":null,"p99":null,"max":null}"#
+        );
+        assert!(hist_us(&empty).to_table().contains("p99 "));
     }
 }
