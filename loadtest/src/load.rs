@@ -28,7 +28,7 @@ struct Plan {
     start: u64,
     t0: u64,
     t1: u64,
-    /// No push waits for its reply past this (the end of the drain).
+    /// No push waits for its reply past this (the end of the drain, 1 s at least).
     stop_at: u64,
 }
 
@@ -188,7 +188,9 @@ pub async fn run(ctx: &Ctx, a: &LoadArgs, user_prefix: &str) -> Result<Outcome> 
         start,
         t0,
         t1,
-        stop_at: t1 + secs(a.drain),
+        // At least 1 s, so that a push sent just before the window ends, with --drain 0,
+        // still has the time any reply needs.
+        stop_at: t1 + secs(a.drain.max(1.0)),
     });
     progress!(
         "pushing: {} pushers, {}, warm-up {}s, measuring {}s",

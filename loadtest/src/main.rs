@@ -261,7 +261,7 @@ fn validate(cli: &Cli) -> Result<f64> {
                     bail!("--rate must be positive");
                 }
             }
-            budget += a.duration + 2.0 * a.drain + a.warmup + a.connections as f64 / 500.0;
+            budget += a.duration + 2.0 * a.drain.max(1.0) + a.warmup + a.connections as f64 / 500.0;
         }
         Mode::Fanout(a) => {
             at_least_one("--connections", a.connections)?;
