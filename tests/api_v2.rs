@@ -205,7 +205,11 @@ async fn batch_answers_each_item() {
     assert_eq!(status, StatusCode::OK);
     let results = reply["results"].as_array().unwrap();
     assert_eq!(results[0], json!({"sent": 1}));
-    assert_eq!(results[1]["error"], "bad_request");
+    // Every item's error names the item, whatever check refused it.
+    assert_eq!(
+        results[1],
+        json!({"error": "bad_request", "message": "pushes[1]: event must not be empty"})
+    );
     assert_eq!(results[2], json!({"sent": 1}));
     // A malformed item's message names the item and what was expected, in the API's terms.
     assert_eq!(results[3]["error"], "bad_request");
@@ -262,6 +266,16 @@ async fn bodies_that_are_not_json_objects_are_refused() {
             "{path} {body}"
         );
     }
+    // A byte order mark before the object: refused, and the message says why.
+    let mut bom = b"\xEF\xBB\xBF".to_vec();
+    bom.extend_from_slice(br#"{"userId":"alice","event":"alarm","message":"x"}"#);
+    let (status, reply) = gw
+        .pusher()
+        .await
+        .request("POST", "/api/v2/push", &[JSON], bom)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(reply.contains("byte order mark"), "{reply}");
     assert_nothing_queued(&mut alice).await;
     gw.stop().await;
 }
@@ -358,6 +372,13 @@ async fn disconnect_closes_the_users_connections_with_4000() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(reply["message"], "event must not be empty");
+    let (_, reply) = post(
+        &gw,
+        "/api/v2/push",
+        json!({"userIds": ["alice", ""], "event": "alarm", "message": "x"}),
+    )
+    .await;
+    assert_eq!(reply["message"], "every entry of userIds must not be empty");
     let (_, reply) = post(&gw, "/api/v2/disconnect", json!({"userId": "dana"})).await;
     assert_eq!(reply, json!({"closed": 1}));
     gw.stop().await;
@@ -417,5 +438,12 @@ async fn alertmanager_webhooks_go_to_the_labelled_users() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
     assert_nothing_queued(&mut alice).await;
+    // `"receiver": null` is an absent receiver, as every optional field's null is.
+    let body = format!(r#"{{"version": "4", "receiver": null, "alerts": [{alert}]}}"#);
+    let (status, reply) = http
+        .request("POST", "/api/v2/alertmanager", &[JSON], body)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(next_text(&mut alice).await, alert);
     gw.stop().await;
 }

@@ -19,8 +19,9 @@ use crate::ws::frame;
 #[derive(Debug, Deserialize)]
 struct Webhook<'a> {
     version: String,
+    /// Absent and `null` alike: no receiver mapping applies.
     #[serde(default)]
-    receiver: String,
+    receiver: Option<String>,
     /// Each alert's exact text is its message (re-encoding would reorder its keys).
     #[serde(borrow)]
     alerts: Vec<&'a RawValue>,
@@ -48,7 +49,7 @@ pub async fn handle(ctx: &RequestContext, body: &[u8]) -> Result<Value, ApiError
         .alertmanager_receivers
         .iter()
         .filter_map(|spec| spec.split_once('='))
-        .filter(|(name, _)| *name == webhook.receiver)
+        .filter(|(name, _)| webhook.receiver.as_deref() == Some(*name))
         .flat_map(|(_, users)| users.split(','))
         .map(str::trim)
         .filter(|u| !u.is_empty())

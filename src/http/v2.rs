@@ -47,6 +47,12 @@ impl ApiError {
         }
     }
 
+    /// The same error, its message naming the batch item it is about.
+    fn at_item(mut self, at: usize) -> Self {
+        self.message = format!("pushes[{at}]: {}", self.message);
+        self
+    }
+
     pub(super) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
@@ -234,6 +240,12 @@ async fn read_body(request: Request<Incoming>, config: &Config) -> Result<Bytes,
 /// of their fields in order, which would make `["alarm", "hi"]` a broadcast: refused.
 pub(super) fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     if !is_object(body) {
+        // A byte order mark is not JSON (RFC 8259 §8.1); say so rather than "not an object".
+        if body.starts_with(b"\xEF\xBB\xBF") {
+            return Err(ApiError::bad_request(
+                "the body starts with a UTF-8 byte order mark, which JSON does not allow",
+            ));
+        }
         return Err(ApiError::bad_request("the body must be a JSON object"));
     }
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(e.to_string()))
@@ -323,6 +335,11 @@ struct Prepared {
 }
 
 fn prepare(push: PushBody<'_>) -> Result<Prepared, ApiError> {
+    let users_field = if push.user_ids.is_some() {
+        "every entry of userIds"
+    } else {
+        "userId"
+    };
     let users = match (push.user_id, push.user_ids) {
         (Some(user), None) => vec![user],
         (None, Some(mut users)) if !users.is_empty() => {
@@ -339,7 +356,7 @@ fn prepare(push: PushBody<'_>) -> Result<Prepared, ApiError> {
     };
     non_empty("event", &push.event)?;
     for user in &users {
-        non_empty("userId", user)?;
+        non_empty(users_field, user)?;
     }
     let frame = frame::text(&message_text(push.message)?);
     Ok(Prepared {
@@ -418,15 +435,13 @@ async fn batch(ctx: &RequestContext, body: &[u8]) -> Result<Value, ApiError> {
         .into_iter()
         .enumerate()
         .map(|(at, item)| async move {
-            // Positions in serde's message are inside the item: say which item it is.
+            // Every message says which item it is about (serde's positions are inside it).
             if !is_object(item.get().as_bytes()) {
-                return Err(ApiError::bad_request(format!(
-                    "pushes[{at}]: expected a push object"
-                )));
+                return Err(ApiError::bad_request("expected a push object").at_item(at));
             }
             let push = serde_json::from_str::<PushBody<'_>>(item.get())
-                .map_err(|e| ApiError::bad_request(format!("pushes[{at}]: {e}")))?;
-            push_one(ctx, push).await
+                .map_err(|e| ApiError::bad_request(e.to_string()).at_item(at))?;
+            push_one(ctx, push).await.map_err(|e| e.at_item(at))
         });
     let metrics = &ctx.shared.metrics;
     let results = futures_util::future::join_all(items)
