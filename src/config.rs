@@ -30,6 +30,18 @@ pub enum AuthMode {
     Http,
 }
 
+impl AuthMode {
+    /// The word `--auth` takes for this mode.
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthMode::Identity => "identity",
+            AuthMode::Static => "static",
+            AuthMode::Jwt => "jwt",
+            AuthMode::Http => "http",
+        }
+    }
+}
+
 fn duration(value: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(value)
 }
@@ -138,7 +150,8 @@ pub struct Config {
     pub push_keys: Vec<String>,
 
     /// File with one push key per line (blank lines and `#` comments ignored), added to
-    /// `--push-keys`.
+    /// `--push-keys`; read again on SIGHUP. A file with no key is refused, at start and on
+    /// SIGHUP.
     #[arg(long, env = "PUSHGATE_PUSH_KEYS_FILE")]
     pub push_keys_file: Option<PathBuf>,
 
@@ -152,7 +165,8 @@ pub struct Config {
 
     /// With `--auth jwt`: a verification key as `KID=ALG:PATH` (ALG: HS256, RS256, ES256; an
     /// HS256 file holds the secret, RS256/ES256 files a PEM public key). Repeat for rotation;
-    /// tokens without `kid` use the key named `default`.
+    /// tokens without `kid` use the key named `default`; in the environment, separate keys
+    /// with `,`. An HS256 secret holds at least 32 bytes.
     #[arg(long = "jwt-key", env = "PUSHGATE_JWT_KEYS", value_delimiter = ',')]
     pub jwt_keys: Vec<String>,
 
@@ -177,7 +191,7 @@ pub struct Config {
     pub jwt_close_on_expiry: bool,
 
     /// With `--auth http`: the backend URL (http://) the token is POSTed to.
-    #[arg(long, env = "PUSHGATE_AUTH_HTTP_URL")]
+    #[arg(long, env = "PUSHGATE_AUTH_HTTP_URL", hide_env_values = true)]
     pub auth_http_url: Option<String>,
 
     /// With `--auth http`: time allowed for the backend's answer.
@@ -261,7 +275,12 @@ pub struct Config {
     /// NATS server URLs, comma-separated (e.g. `nats://10.0.0.5:4222`): turns cluster mode on,
     /// where a push reaches matching connections on every node (docs/CLUSTER.md). Empty: a
     /// single node.
-    #[arg(long, env = "PUSHGATE_NATS_URL", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "PUSHGATE_NATS_URL",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub nats_url: Vec<String>,
 
     /// Cluster mode: user name for NATS, with `--nats-password`. Credentials may instead sit in
@@ -339,7 +358,7 @@ pub enum ConfigError {
     NoShards,
     #[error("{0} must be at least 1")]
     Zero(&'static str),
-    #[error("{flag} must start with '/' (got {value:?})")]
+    #[error("{flag} must start with '/' and hold no space, '?' or '#' (got {value:?})")]
     BadPath { flag: &'static str, value: String },
     #[error("--ws-path, --push-path and --metrics-path must differ")]
     PathClash,
@@ -367,6 +386,32 @@ pub enum ConfigError {
     File { path: String, reason: String },
     #[error("cluster mode: {0}")]
     Nats(String),
+    #[error("--push-keys-file {path} holds no key: pushes would need none, so anyone reaching the internal listener could push (leave the flag out to run without keys)")]
+    PushKeysFileEmpty { path: String },
+    #[error("{flag} is only read with --auth {mode}; with --auth {actual} it would be ignored (give --auth {mode}, or leave the flag out)")]
+    AuthFlagWithoutMode {
+        flag: &'static str,
+        mode: &'static str,
+        actual: &'static str,
+    },
+    #[error("{0} is a cluster setting: it needs --nats-url")]
+    ClusterFlagWithoutNats(&'static str),
+    #[error("{flag} is at most {max} (got {value})")]
+    TooLarge {
+        flag: &'static str,
+        max: usize,
+        value: usize,
+    },
+    #[error("{0} must be longer than zero")]
+    ZeroDuration(&'static str),
+    #[error("--allowed-origins {0:?}: an origin is scheme://host[:port], as browsers send it (no path, no trailing slash; leave the flag out to allow any origin)")]
+    BadOrigin(String),
+    #[error("{flag} {value:?}: the gateway serves {reserved} there itself")]
+    ReservedPath {
+        flag: &'static str,
+        value: String,
+        reserved: &'static str,
+    },
 }
 
 impl Config {
@@ -378,8 +423,31 @@ impl Config {
         config
     }
 
+    /// Drops the empty entries of comma-separated lists: `PUSHGATE_NATS_URL=` (an empty line
+    /// in an env file) means a single node, as documented, not a server named "", and an
+    /// empty `PUSHGATE_ALLOWED_ORIGINS=` means any origin, not none.
+    pub fn normalize(&mut self) {
+        for list in [&mut self.nats_url, &mut self.allowed_origins] {
+            list.retain(|entry| !entry.trim().is_empty());
+        }
+    }
+
     /// Checks what clap cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check_counts()?;
+        self.check_paths()?;
+        self.check_mode_flags()?;
+        for origin in &self.allowed_origins {
+            if !is_origin(origin.trim()) {
+                return Err(ConfigError::BadOrigin(origin.clone()));
+            }
+        }
+        self.check_rest()
+    }
+
+    /// Counts and sizes: none may be zero; those that size memory or threads up front are
+    /// bounded, so that a typo is refused rather than a panic or an abort at start.
+    fn check_counts(&self) -> Result<(), ConfigError> {
         if self.shards == Some(0) {
             return Err(ConfigError::NoShards);
         }
@@ -398,15 +466,50 @@ impl Config {
                 return Err(ConfigError::Zero(flag));
             }
         }
+        for (flag, value, max) in [
+            ("--shards", self.shards.unwrap_or(1), MAX_SHARDS),
+            (
+                "--worker-threads",
+                self.worker_threads.unwrap_or(1),
+                MAX_WORKERS,
+            ),
+            ("--shard-queue", self.shard_queue, MAX_SHARD_QUEUE),
+        ] {
+            if value > max {
+                return Err(ConfigError::TooLarge { flag, max, value });
+            }
+        }
+        Ok(())
+    }
+
+    /// Paths: well formed, distinct, and not one the gateway answers itself.
+    fn check_paths(&self) -> Result<(), ConfigError> {
         for (flag, value) in [
             ("--ws-path", &self.ws_path),
             ("--push-path", &self.push_path),
             ("--metrics-path", &self.metrics_path),
         ] {
-            if !value.starts_with('/') {
+            let well_formed = value.starts_with('/')
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#');
+            if !well_formed {
                 return Err(ConfigError::BadPath {
                     flag,
                     value: value.clone(),
+                });
+            }
+            let reserved = match value.as_str() {
+                "/healthz" | "/readyz" => Some("health checks"),
+                "/demo" => Some("the demo page"),
+                v if v == "/api/v2" || v.starts_with("/api/v2/") => Some("the v2 API"),
+                _ => None,
+            };
+            if let Some(reserved) = reserved {
+                return Err(ConfigError::ReservedPath {
+                    flag,
+                    value: value.clone(),
+                    reserved,
                 });
             }
         }
@@ -416,10 +519,68 @@ impl Config {
         {
             return Err(ConfigError::PathClash);
         }
+        Ok(())
+    }
+
+    /// Flags of an authenticator or of cluster mode given without it: silently ignoring
+    /// `--static-tokens` would run the identity authenticator, where any client may claim
+    /// any user.
+    fn check_mode_flags(&self) -> Result<(), ConfigError> {
+        let actual = self.auth.name();
+        for (flag, given, mode) in [
+            (
+                "--static-tokens",
+                self.static_tokens.is_some(),
+                AuthMode::Static,
+            ),
+            ("--jwt-key", !self.jwt_keys.is_empty(), AuthMode::Jwt),
+            ("--jwt-audience", self.jwt_audience.is_some(), AuthMode::Jwt),
+            ("--jwt-issuer", self.jwt_issuer.is_some(), AuthMode::Jwt),
+            (
+                "--auth-http-url",
+                self.auth_http_url.is_some(),
+                AuthMode::Http,
+            ),
+        ] {
+            if given && self.auth != mode {
+                return Err(ConfigError::AuthFlagWithoutMode {
+                    flag,
+                    mode: mode.name(),
+                    actual,
+                });
+            }
+        }
+        if self.nats_url.is_empty() {
+            for (flag, given) in [
+                ("--nats-user", self.nats_user.is_some()),
+                ("--nats-token", self.nats_token.is_some()),
+                ("--nats-creds", self.nats_creds.is_some()),
+                ("--nats-nkey", self.nats_nkey.is_some()),
+                ("--nats-tls-ca", self.nats_tls_ca.is_some()),
+                ("--nats-tls-cert", self.nats_tls_cert.is_some()),
+            ] {
+                if given {
+                    return Err(ConfigError::ClusterFlagWithoutNats(flag));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_rest(&self) -> Result<(), ConfigError> {
         if self.listen == self.internal_listen && self.listen.port() != 0 {
             return Err(ConfigError::ListenerClash);
         }
         let keys = self.load_push_keys()?;
+        if let Some(path) = &self.push_keys_file {
+            // Refused on SIGHUP for the same reason: a file that is not mounted yet, or whose
+            // keys are all commented out, must not open pushing to anyone.
+            if keys.len() == self.push_keys.len() {
+                return Err(ConfigError::PushKeysFileEmpty {
+                    path: path.display().to_string(),
+                });
+            }
+        }
         if self.public_push && keys.is_empty() {
             return Err(ConfigError::PublicPushWithoutKeys);
         }
@@ -440,7 +601,7 @@ impl Config {
             ("--cluster-reply-timeout", self.cluster_reply_timeout),
         ] {
             if value.is_zero() {
-                return Err(ConfigError::Zero(flag));
+                return Err(ConfigError::ZeroDuration(flag));
             }
         }
         if !self.nats_url.is_empty() {
@@ -535,11 +696,62 @@ fn available_cores() -> usize {
 /// The log filter must parse, and a directive without `=` must be a level: tracing takes
 /// a bare word such as `verbose` for a target name and then logs nothing at all, which is
 /// a configuration mistake, not a wish.
+/// Most shards, worker threads and shard-queue slots a gateway may be given: far above any
+/// use, low enough that a typo is refused before it costs gigabytes or panics tokio.
+const MAX_SHARDS: usize = 4096;
+const MAX_WORKERS: usize = 1024;
+const MAX_SHARD_QUEUE: usize = 1 << 24;
+
+/// An origin as a browser sends it: `http` or `https`, `://`, a host, an optional port; no
+/// path, query or trailing slash (which no browser's Origin header holds, so such an entry
+/// would match nothing and lock every page out).
+fn is_origin(origin: &str) -> bool {
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) {
+        return false;
+    }
+    // `[v6]` or a name / IPv4 address, then an optional `:port`.
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, after))
+                if !v6.is_empty()
+                    && v6
+                        .bytes()
+                        .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') =>
+            {
+                (v6, after.strip_prefix(':'))
+            }
+            _ => return false,
+        },
+        None => match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    let port_ok =
+        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'));
+    port_ok && host_ok
+}
+
 fn check_log_filter(filter: &str) -> Result<(), ConfigError> {
     let refuse = |reason: String| ConfigError::LogFilter {
         filter: filter.to_owned(),
         reason,
     };
+    if filter
+        .split(',')
+        .all(|directive| directive.trim().is_empty())
+    {
+        return Err(refuse(
+            "empty: nothing would be logged, warnings included (use `off` to mean that)".into(),
+        ));
+    }
     tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| refuse(e.to_string()))?;
     const LEVELS: [&str; 12] = [
         "trace", "debug", "info", "warn", "error", "off", "0", "1", "2", "3", "4", "5",
@@ -619,7 +831,7 @@ mod tests {
         ] {
             assert_eq!(
                 parse(&[flag, "0s"]).validate(),
-                Err(ConfigError::Zero(flag)),
+                Err(ConfigError::ZeroDuration(flag)),
                 "{flag}"
             );
         }
@@ -629,6 +841,148 @@ mod tests {
         ));
         assert!(Config::try_parse_from(["pushgate", "--listen", "nowhere"]).is_err());
         assert!(Config::try_parse_from(["pushgate", "--ping-interval", "soon"]).is_err());
+    }
+
+    #[test]
+    fn an_empty_list_entry_is_no_entry() {
+        let mut config = parse(&["--nats-url", "", "--allowed-origins", " , "]);
+        config.normalize();
+        assert!(config.nats_url.is_empty(), "a single node");
+        assert!(config.allowed_origins.is_empty(), "any origin");
+        config.validate().unwrap();
+        let mut config = parse(&["--nats-url", "nats://a:4222, ,nats://b:4222"]);
+        config.normalize();
+        assert_eq!(config.nats_url, ["nats://a:4222", "nats://b:4222"]);
+    }
+
+    #[test]
+    fn a_push_keys_file_with_no_key_is_refused_at_start() {
+        let path = std::env::temp_dir().join(format!("pushgate-nokeys-{}", std::process::id()));
+        std::fs::write(&path, "# all commented out\n# old-key\n\n").unwrap();
+        let flag_path = path.to_str().unwrap();
+        assert!(matches!(
+            parse(&["--push-keys-file", flag_path]).validate(),
+            Err(ConfigError::PushKeysFileEmpty { .. })
+        ));
+        // Keys given on the command line do not make up for an empty file.
+        assert!(matches!(
+            parse(&["--push-keys", "k", "--push-keys-file", flag_path]).validate(),
+            Err(ConfigError::PushKeysFileEmpty { .. })
+        ));
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn flags_of_a_mode_not_in_force_are_refused() {
+        for (args, flag) in [
+            (&["--static-tokens", "/etc/tokens"][..], "--static-tokens"),
+            (&["--jwt-key", "default=HS256:/k"], "--jwt-key"),
+            (&["--auth", "static", "--jwt-issuer", "me"], "--jwt-issuer"),
+            (&["--auth-http-url", "http://auth"], "--auth-http-url"),
+        ] {
+            assert!(
+                matches!(
+                    parse(args).validate(),
+                    Err(ConfigError::AuthFlagWithoutMode { flag: f, .. }) if f == flag
+                ),
+                "{args:?}"
+            );
+        }
+        for flag in [
+            "--nats-tls-ca",
+            "--nats-creds",
+            "--nats-nkey",
+            "--nats-token",
+        ] {
+            assert_eq!(
+                parse(&[flag, "x"]).validate(),
+                Err(ConfigError::ClusterFlagWithoutNats(flag))
+            );
+        }
+    }
+
+    #[test]
+    fn sizes_that_would_panic_or_exhaust_memory_are_refused() {
+        for (flag, value) in [
+            ("--shard-queue", "2305843009213693952"),
+            ("--shards", "100000"),
+            ("--worker-threads", "100000"),
+        ] {
+            assert!(
+                matches!(
+                    parse(&[flag, value]).validate(),
+                    Err(ConfigError::TooLarge { flag: f, .. }) if f == flag
+                ),
+                "{flag}"
+            );
+        }
+        assert_eq!(parse(&["--shards", "4096"]).validate(), Ok(()));
+    }
+
+    #[test]
+    fn paths_the_gateway_answers_itself_or_that_cannot_match_are_refused() {
+        for (flag, value) in [
+            ("--metrics-path", "/healthz"),
+            ("--ws-path", "/readyz"),
+            ("--push-path", "/api/v2/push"),
+            ("--ws-path", "/demo"),
+        ] {
+            assert!(
+                matches!(
+                    parse(&[flag, value]).validate(),
+                    Err(ConfigError::ReservedPath { .. })
+                ),
+                "{flag} {value}"
+            );
+        }
+        for value in ["/a b", "/ws?x", "/ws#x"] {
+            assert!(matches!(
+                parse(&["--ws-path", value]).validate(),
+                Err(ConfigError::BadPath { .. })
+            ));
+        }
+        assert_eq!(parse(&["--push-path", "/api/v1/push"]).validate(), Ok(()));
+    }
+
+    #[test]
+    fn origins_must_be_what_browsers_send() {
+        for origin in [
+            "https://app.example",
+            "http://localhost:3000",
+            "https://[::1]:8443",
+            "http://10.0.0.5",
+        ] {
+            assert_eq!(
+                parse(&["--allowed-origins", origin]).validate(),
+                Ok(()),
+                "{origin}"
+            );
+        }
+        for origin in [
+            "https://a.example/",
+            "*",
+            "a.example",
+            "ftp://a.example",
+            "https://a.example:port",
+            "https://",
+        ] {
+            assert_eq!(
+                parse(&["--allowed-origins", origin]).validate(),
+                Err(ConfigError::BadOrigin(origin.into())),
+                "{origin}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_log_filter_is_refused() {
+        for filter in ["", ",", " , "] {
+            assert!(matches!(
+                parse(&["--log", filter]).validate(),
+                Err(ConfigError::LogFilter { .. })
+            ));
+        }
+        assert_eq!(parse(&["--log", "off"]).validate(), Ok(()));
     }
 
     #[test]

@@ -329,6 +329,8 @@ pub async fn run_with_auth(
         internal = %addr(&listeners.internal),
         shards = shard_count,
         connection_cap = shared.connection_cap,
+        auth = shared.config.auth.name(),
+        push_keys = shared.push_keys.count(),
         "pushgate listening"
     );
     let public = tokio::spawn(accept_loop(listeners.public, context(ListenerRole::Public)));

@@ -14,7 +14,7 @@ use pushgate::gateway::Listeners;
 const EX_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
-    let config = match Config::try_parse() {
+    let mut config = match Config::try_parse() {
         Ok(config) => config,
         Err(error) => {
             let usage = error.use_stderr();
@@ -26,6 +26,7 @@ fn main() -> ExitCode {
             };
         }
     };
+    config.normalize();
     if let Err(error) = config.validate() {
         eprintln!("error: {error}");
         return ExitCode::from(EX_USAGE);

@@ -29,6 +29,14 @@ impl PushKeys {
         }
     }
 
+    /// How many keys are in force (0: pushes need none); for the start-up line.
+    pub fn count(&self) -> usize {
+        self.keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
     /// Whether `request` carries a key in force (or no key is needed).
     pub fn authorize<B>(&self, request: &Request<B>) -> bool {
         // Checked under the read lock: writers come only from SIGHUP.
