@@ -693,11 +693,8 @@ fn available_cores() -> usize {
         .unwrap_or(1)
 }
 
-/// The log filter must parse, and a directive without `=` must be a level: tracing takes
-/// a bare word such as `verbose` for a target name and then logs nothing at all, which is
-/// a configuration mistake, not a wish.
-/// Most shards, worker threads and shard-queue slots a gateway may be given: far above any
-/// use, low enough that a typo is refused before it costs gigabytes or panics tokio.
+// Most shards, worker threads and shard-queue slots a gateway may be given: far above any
+// use, low enough that a typo is refused before it costs gigabytes or panics tokio.
 const MAX_SHARDS: usize = 4096;
 const MAX_WORKERS: usize = 1024;
 const MAX_SHARD_QUEUE: usize = 1 << 24;
@@ -739,6 +736,10 @@ fn is_origin(origin: &str) -> bool {
     port_ok && host_ok
 }
 
+/// The log filter must parse, and a directive without `=` must be a level: tracing takes
+/// a bare word such as `verbose` for a target name and then logs nothing at all, which is
+/// a configuration mistake, not a wish.
+/// An empty filter is refused for the same reason.
 fn check_log_filter(filter: &str) -> Result<(), ConfigError> {
     let refuse = |reason: String| ConfigError::LogFilter {
         filter: filter.to_owned(),
