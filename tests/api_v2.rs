@@ -140,6 +140,20 @@ async fn errors_are_json_with_precise_statuses() {
             "unsupported_media_type",
         ),
         (
+            "POST",
+            vec![auth, ("content-type", "application/json; charset=utf-16")],
+            ok_body.clone(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "POST",
+            vec![auth, JSON, ("content-encoding", "gzip")],
+            ok_body.clone(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
             "GET",
             vec![auth, JSON],
             String::new(),
@@ -179,7 +193,14 @@ async fn errors_are_json_with_precise_statuses() {
         assert!(reply["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
     let (status, reply) = http
-        .request("POST", "/api/v2/push", &[auth, JSON], ok_body)
+        .request("POST", "/api/v2/push", &[auth, JSON], ok_body.clone())
+        .await;
+    assert_eq!((status.as_u16(), reply.as_str()), (200, r#"{"sent":0}"#));
+    // UTF-8 named as such, and the identity coding, are what is read anyway.
+    let utf8 = ("content-type", r#"application/json; charset="UTF-8""#);
+    let identity = ("content-encoding", "identity");
+    let (status, reply) = http
+        .request("POST", "/api/v2/push", &[auth, utf8, identity], ok_body)
         .await;
     assert_eq!((status.as_u16(), reply.as_str()), (200, r#"{"sent":0}"#));
     gw.stop().await;

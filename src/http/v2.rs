@@ -167,19 +167,11 @@ async fn respond(request: Request<Incoming>, ctx: &RequestContext) -> Result<Val
     if ctx.is_draining() {
         return Err(PushRefused::ShuttingDown.into());
     }
-    let is_json = request
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            let media = v.split(';').next().unwrap_or("").trim();
-            media.eq_ignore_ascii_case("application/json")
-        });
-    if !is_json {
+    if let Err(what) = readable_as_json(request.headers()) {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
-            "send Content-Type: application/json",
+            what,
         ));
     }
     let body = read_body(request, &shared.config).await?;
@@ -234,6 +226,42 @@ async fn read_body(request: Request<Incoming>, config: &Config) -> Result<Bytes,
                 format!("body not received within {:?}", config.body_timeout),
             ),
         })
+}
+
+/// Whether the body can be read as JSON as it arrives: `application/json`, in UTF-8 (JSON's
+/// only encoding between systems, RFC 8259 §8.1), not compressed. A body in another charset
+/// or a content coding would otherwise be refused as malformed JSON (400), which hides what
+/// the pusher has to change; RFC 9110 §15.5.16 makes both a 415.
+fn readable_as_json(headers: &hyper::HeaderMap) -> Result<(), &'static str> {
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mut parts = content_type.split(';');
+    let media = parts.next().unwrap_or("").trim();
+    if !media.eq_ignore_ascii_case("application/json") {
+        return Err("send Content-Type: application/json");
+    }
+    for parameter in parts {
+        let Some((name, value)) = parameter.split_once('=') else {
+            continue;
+        };
+        let value = value.trim().trim_matches('"');
+        if name.trim().eq_ignore_ascii_case("charset")
+            && !value.eq_ignore_ascii_case("utf-8")
+            && !value.eq_ignore_ascii_case("utf8")
+        {
+            return Err("JSON is read as UTF-8: send charset=utf-8, or no charset");
+        }
+    }
+    let encoded = headers
+        .get_all(hyper::header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"));
+    if encoded {
+        return Err("Content-Encoding is not supported: send the body uncompressed");
+    }
+    Ok(())
 }
 
 /// Parses a body that must be a JSON object. serde's derived structs also accept an array
