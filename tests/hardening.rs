@@ -457,16 +457,9 @@ async fn slow_consumers_closed_together_leave_one_warn_line() {
     .await;
     let mut stalled = Vec::new();
     for _ in 0..STALLED {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.set_recv_buffer_size(4096).unwrap();
-        let mut client = raw_handshake(socket.connect(gw.addr).await.unwrap()).await;
         // Register, then ping: the pong proves the register frame reached the shard. After
         // that the client never reads again.
-        let register = br#"{"token":"slowpoke","event":"alarm"}"#;
-        let mut frames = vec![0x81, 0x80 | register.len() as u8, 0, 0, 0, 0];
-        frames.extend_from_slice(register);
-        frames.extend_from_slice(&[0x89, 0x80, 0, 0, 0, 0]);
-        client.write_all(&frames).await.unwrap();
+        let mut client = small_buffer_client(gw.addr, "slowpoke", &[0x89, 0x80, 0, 0, 0, 0]).await;
         let mut pong = [0u8; 2];
         client.read_exact(&mut pong).await.unwrap();
         assert_eq!(pong, [0x8A, 0x00]);

@@ -151,7 +151,7 @@ async fn a_client_that_never_reads_is_closed_as_slow_while_others_receive() {
     }
     // A raw client with a small receive buffer that registers, pings (the pong proves it
     // registered) and then never reads a byte.
-    let mut stalled = small_buffer_client(&gw, "mia", &[0x89, 0x80, 0, 0, 0, 0]).await;
+    let mut stalled = small_buffer_client(gw.addr, "mia", &[0x89, 0x80, 0, 0, 0, 0]).await;
     let mut pong = [0u8; 2];
     stalled.read_exact(&mut pong).await.unwrap();
     assert_eq!(pong, [0x8A, 0x00]);
@@ -226,25 +226,10 @@ async fn a_client_that_falls_behind_and_catches_up_gets_every_frame_in_order() {
     gw.stop().await;
 }
 
-/// A raw WebSocket client with a 4 KiB receive buffer (so that its socket fills up whatever
-/// the machine's defaults), which has sent the register frame for (`user`, "alarm") and
-/// then `after` (masked client frames, raw).
-async fn small_buffer_client(gw: &Gateway, user: &str, after: &[u8]) -> TcpStream {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut client = raw_handshake(socket.connect(gw.addr).await.unwrap()).await;
-    let register = format!(r#"{{"token":"{user}","event":"alarm"}}"#);
-    let mut frames = vec![0x81, 0x80 | register.len() as u8, 0, 0, 0, 0];
-    frames.extend_from_slice(register.as_bytes());
-    frames.extend_from_slice(after);
-    client.write_all(&frames).await.unwrap();
-    client
-}
-
 /// A [`small_buffer_client`] that will never read nor send again; pushes to it until its
 /// socket is full and the gateway's connection task waits for room.
 async fn stuck_client(gw: &Gateway, user: &str) -> TcpStream {
-    let stuck = small_buffer_client(gw, user, &[]).await;
+    let stuck = small_buffer_client(gw.addr, user, &[]).await;
     let mut pusher = gw.pusher().await;
     let message = "s".repeat(64 * 1024);
     for pushes in 1.. {
@@ -425,7 +410,7 @@ async fn a_slow_consumer_that_reads_again_gets_close_4001() {
     let mut config = Config::for_tests();
     config.conn_queue_frames = 8;
     let gw = Gateway::start_with(config).await;
-    let mut slow = small_buffer_client(&gw, "tess", &[]).await;
+    let mut slow = small_buffer_client(gw.addr, "tess", &[]).await;
     let mut pusher = gw.pusher().await;
     let message = "t".repeat(16 * 1024);
     for pushes in 1.. {

@@ -694,6 +694,22 @@ Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n
     raw
 }
 
+/// A raw WebSocket client with a 4 KiB receive buffer (so that its socket fills up whatever
+/// the machine's defaults), which has sent the register frame for (`user`, "alarm") to the
+/// public listener at `addr` and then `after` (masked client frames, raw).
+pub async fn small_buffer_client(addr: SocketAddr, user: &str, after: &[u8]) -> TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut client = raw_handshake(socket.connect(addr).await.unwrap()).await;
+    let register = format!(r#"{{"token":"{user}","event":"alarm"}}"#);
+    let mut frames = vec![0x81, 0x80 | register.len() as u8, 0, 0, 0, 0];
+    frames.extend_from_slice(register.as_bytes());
+    frames.extend_from_slice(after);
+    client.write_all(&frames).await.unwrap();
+    client
+}
+
 /// [`raw_handshake`] on a new connection to the gateway's public listener.
 pub async fn raw_websocket(gw: &Gateway) -> TcpStream {
     raw_handshake(TcpStream::connect(gw.addr).await.unwrap()).await
