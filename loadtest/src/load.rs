@@ -80,6 +80,11 @@ async fn pusher_task(mut p: Pusher, i: u64, plan: Arc<Plan>) -> Result<PusherOut
         None => None,
     };
     let n_users = plan.users.len() as u64;
+    if plan.rate.is_none() {
+        // The closed loop starts when the plan does, like the open loop's schedule: not
+        // ~10 ms early, which would count pushes as warm-up that `--warmup 0` asked to measure.
+        sleep_until(plan.start).await;
+    }
     let mut k: u64 = 0;
     loop {
         let g = k * plan.pushers + i;
