@@ -78,15 +78,47 @@ fn serve(config: Config, auth: Arc<dyn Authenticator>) -> anyhow::Result<()> {
             builder
         }
     };
-    let runtime = builder
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
+    let runtime = build_runtime(&mut builder).context("starting the tokio runtime")?;
     runtime.block_on(async {
         let listeners = Listeners::bind(&config).await?;
         pushgate::run_with_auth(listeners, config, auth, shutdown_signal()).await?;
         Ok(())
     })
+}
+
+/// sysexits.h EX_OSERR: the operating system refused a resource (here, a thread).
+const EX_OSERR: i32 = 71;
+
+/// Builds the runtime, turning a refused worker thread into an exit. tokio starts its workers
+/// inside `build` and panics when the OS refuses one (a cgroup's `pids.max`, `ulimit -v`);
+/// unwinding from there then waits forever for the workers already started, so the process
+/// would hang without listening. For the length of the build only, a panic ends the process
+/// at once with status 71 and says why.
+fn build_runtime(
+    builder: &mut tokio::runtime::Builder,
+) -> std::io::Result<tokio::runtime::Runtime> {
+    let previous_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|panic| {
+        let reason = panic
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("a panic");
+        let message = format!(
+            "starting the tokio runtime: {reason} (is a thread or memory limit, such as a \
+             cgroup's pids.max or ulimit -v, lower than --worker-threads needs?)"
+        );
+        if tracing::enabled!(tracing::Level::ERROR) {
+            tracing::error!("{message}");
+        } else {
+            eprintln!("error: {message}");
+        }
+        std::process::exit(EX_OSERR);
+    }));
+    let runtime = builder.enable_all().build();
+    std::panic::set_hook(previous_hook);
+    runtime
 }
 
 /// Resolves on SIGINT or SIGTERM.

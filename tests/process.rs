@@ -1,4 +1,5 @@
-//! What only a real process shows: running out of file descriptors, and SIGTERM drain.
+//! What only a real process shows: running out of file descriptors or threads, and SIGTERM
+//! drain.
 
 mod common;
 
@@ -255,4 +256,37 @@ async fn a_node_that_cannot_reach_nats_at_start_warns_once() {
         "{warning}"
     );
     assert!(child.try_wait().unwrap().is_none(), "still running");
+}
+
+/// A worker thread the OS refuses (here: an address space too small for 1,000 thread stacks;
+/// in production, a cgroup's `pids.max`) ends the process with 71 and the reason, instead of
+/// leaving it hung without listening, which is what tokio's panic inside the runtime's build
+/// did.
+#[tokio::test]
+async fn a_worker_thread_the_os_refuses_exits_71_with_the_reason() {
+    let output = tokio::process::Command::new("prlimit")
+        .arg("--as=1073741824")
+        .arg(env!("CARGO_BIN_EXE_pushgate"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--internal-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--worker-threads", "1000"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(WAIT, output)
+        .await
+        .expect("the gateway exits rather than hanging")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(71), "{stderr}");
+    assert!(
+        stderr.contains("starting the tokio runtime: OS can't spawn worker thread"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("pushgate listening"), "{stderr}");
 }
