@@ -83,7 +83,8 @@ pub struct Shared {
     pub push_keys: PushKeys,
     /// The ping every connection receives, encoded once.
     pub ping_frame: Bytes,
-    /// Open WebSocket sessions, and the cap on them.
+    /// Connections held on the public listener (WebSockets, and connections still in their
+    /// handshake or serving a health check), and the cap on them (`--max-connections`).
     open_connections: AtomicUsize,
     connection_cap: usize,
     conn_ids: AtomicU64,
@@ -189,16 +190,19 @@ impl Shared {
         self.conn_ids.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Takes a connection slot, or `None` when `--max-connections` is reached.
+    /// Takes a connection slot for a public-listener connection just accepted, or `None`
+    /// when `--max-connections` is reached. Taken at accept, not at the upgrade: a connection
+    /// that never finishes its handshake holds a descriptor all the same, and those must not
+    /// be able to use up the ones kept for pushes and scrapes.
     pub fn reserve_connection(self: &Arc<Self>) -> Option<ConnectionSlot> {
         let previous = self.open_connections.fetch_add(1, Ordering::AcqRel);
         if previous >= self.connection_cap {
             self.open_connections.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        self.metrics.connections.increment(1.0);
         Some(ConnectionSlot {
             shared: self.clone(),
+            websocket: false,
         })
     }
 
@@ -221,12 +225,46 @@ impl Shared {
 /// A held connection slot; dropping it frees the slot.
 pub struct ConnectionSlot {
     shared: Arc<Shared>,
+    /// Counted in `pushgate_connections`: the connection became a WebSocket.
+    websocket: bool,
+}
+
+impl ConnectionSlot {
+    /// The slot's connection is now a WebSocket session, and counts as one.
+    pub fn into_websocket(mut self) -> Self {
+        if !self.websocket {
+            self.websocket = true;
+            self.shared.metrics.connections.increment(1.0);
+        }
+        self
+    }
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.shared.open_connections.fetch_sub(1, Ordering::AcqRel);
-        self.shared.metrics.connections.decrement(1.0);
+        if self.websocket {
+            self.shared.metrics.connections.decrement(1.0);
+        }
+    }
+}
+
+/// The slot of one public-listener connection, until an upgrade hands it to the WebSocket
+/// session; dropped with the connection otherwise. Shared by the connection's requests.
+#[derive(Default)]
+pub struct SlotCell(std::sync::Mutex<Option<ConnectionSlot>>);
+
+impl SlotCell {
+    fn holding(slot: ConnectionSlot) -> Self {
+        Self(std::sync::Mutex::new(Some(slot)))
+    }
+
+    /// The slot, once: the upgrade that takes it owns it from then on.
+    pub fn take(&self) -> Option<ConnectionSlot> {
+        match self.0.lock() {
+            Ok(mut slot) => slot.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        }
     }
 }
 
@@ -323,6 +361,7 @@ pub async fn run_with_auth(
         shared: shared.clone(),
         draining: draining.clone(),
         role,
+        slot: None,
     };
     tracing::info!(
         public = %addr(&listeners.public),
@@ -471,7 +510,15 @@ async fn accept_loop(listener: TcpListener, ctx: RequestContext) {
         match listener.accept().await {
             Ok((stream, _peer)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(serve_http(TokioIo::new(stream), ctx.clone()));
+                let mut connection_ctx = ctx.clone();
+                if ctx.role == ListenerRole::Public {
+                    let Some(slot) = ctx.shared.reserve_connection() else {
+                        tokio::spawn(refuse_at_cap(stream, ctx.shared.clone()));
+                        continue;
+                    };
+                    connection_ctx.slot = Some(Arc::new(SlotCell::holding(slot)));
+                }
+                tokio::spawn(serve_http(TokioIo::new(stream), connection_ctx));
             }
             Err(error) if is_out_of_fds(&error) => {
                 reserve.shed(&listener, &ctx).await;
@@ -517,7 +564,11 @@ const FD_EXHAUSTED_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 Retry-After: 1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 24\r\n\
 Connection: close\r\n\r\nout of file descriptors\n";
 
-const FD_EXHAUSTED_ALIVE: &[u8] = b"HTTP/1.1 200 OK\r\n\
+const AT_CAP_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+Retry-After: 1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 25\r\n\
+Connection: close\r\n\r\nconnection limit reached\n";
+
+const ALIVE_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\n\
 Content-Type: text/plain; charset=utf-8\r\nContent-Length: 3\r\n\
 Connection: close\r\n\r\nok\n";
 
@@ -553,21 +604,38 @@ impl FdReserve {
         }
         if self.file.take().is_some() {
             if let Ok(Ok((stream, _))) = tokio::time::timeout(FD_BACKOFF, listener.accept()).await {
-                // Read the request (a probe's fits): a socket closed with unread bytes sends
-                // a reset, which can reach the client before the answer does.
-                let mut head = [0u8; 1024];
-                let read = read_request_line(&stream, &mut head).await;
-                let answer = if is_liveness_probe(&head[..read]) {
-                    FD_EXHAUSTED_ALIVE
-                } else {
-                    FD_EXHAUSTED_RESPONSE
-                };
-                let _ = stream.try_write(answer);
+                answer_and_close(stream, FD_EXHAUSTED_RESPONSE).await;
             }
             self.file = std::fs::File::open("/dev/null").ok();
         }
         tokio::time::sleep(FD_BACKOFF).await;
     }
+}
+
+/// Answers a connection the public listener has no slot for (`--max-connections` reached,
+/// counting connections still in their handshake) with 503, or 200 to a liveness probe.
+async fn refuse_at_cap(stream: tokio::net::TcpStream, shared: Arc<Shared>) {
+    shared.metrics.refused(RefusalReason::GlobalCap);
+    tracing::debug!(
+        reason = RefusalReason::GlobalCap.label(),
+        "connection refused at accept"
+    );
+    answer_and_close(stream, AT_CAP_RESPONSE).await;
+}
+
+/// Answers a connection the gateway will not serve with `refusal`, or with 200 when it is a
+/// liveness probe (the process is alive and serves its connections; a restart would drop
+/// them all), then closes it. The request is read first (a probe's fits): a socket closed
+/// with unread bytes sends a reset, which can reach the client before the answer does.
+async fn answer_and_close(stream: tokio::net::TcpStream, refusal: &[u8]) {
+    let mut head = [0u8; 1024];
+    let read = read_request_line(&stream, &mut head).await;
+    let answer = if is_liveness_probe(&head[..read]) {
+        ALIVE_RESPONSE
+    } else {
+        refusal
+    };
+    let _ = stream.try_write(answer);
 }
 
 /// Reads into `head` until it holds a whole request line, it is full, the peer stops, or

@@ -214,6 +214,83 @@ async fn the_global_connection_cap_refuses_with_503_and_recovers() {
     gw.stop().await;
 }
 
+/// A connection that never finishes its handshake holds a descriptor like a WebSocket: it
+/// counts under `--max-connections` from the moment it is accepted, so that such connections
+/// (slowloris) meet the cap's 503 instead of using up the descriptors kept for pushes and
+/// scrapes. They are not WebSockets: `pushgate_connections` does not count them.
+#[tokio::test]
+async fn connections_stuck_in_their_handshake_count_under_the_connection_cap() {
+    let mut config = Config::for_tests();
+    config.max_connections = 3;
+    let gw = Gateway::start_with(config).await;
+    let mut stuck = Vec::new();
+    for _ in 0..3 {
+        let mut raw = TcpStream::connect(gw.addr).await.unwrap();
+        raw.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n")
+            .await
+            .unwrap();
+        stuck.push(raw);
+    }
+    // The listener accepts in order: the fourth connection finds the three slots taken.
+    let answer = |mut raw: TcpStream, request: &'static [u8]| async move {
+        raw.write_all(request).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(WAIT, raw.read_to_end(&mut answer))
+            .await
+            .expect("an answer within the wait bound")
+            .unwrap();
+        String::from_utf8(answer).unwrap()
+    };
+    let refused = answer(
+        TcpStream::connect(gw.addr).await.unwrap(),
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await;
+    assert!(
+        refused.starts_with("HTTP/1.1 503 ") && refused.contains("\r\nRetry-After: 1\r\n"),
+        "{refused}"
+    );
+    assert!(refused.ends_with("connection limit reached\n"), "{refused}");
+    // A liveness probe is still answered 200: the process is alive.
+    let probe = answer(
+        TcpStream::connect(gw.addr).await.unwrap(),
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert!(probe.starts_with("HTTP/1.1 200 "), "{probe}");
+    // Pushes and scrapes are served.
+    assert_eq!(gw.pusher().await.push_ok("sam", "alarm", "m").await, 0);
+    let metrics = gw.metrics().await;
+    assert_eq!(metric(&metrics, "pushgate_connections"), Some(0.0));
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"pushgate_connections_refused_total{reason="global_cap"}"#
+        ),
+        Some(2.0)
+    );
+    // One stuck connection goes: its slot is free for a WebSocket.
+    drop(stuck.pop());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut ws = loop {
+        let stream = TcpStream::connect(gw.addr).await.unwrap();
+        if let Ok((ws, _)) = tokio_tungstenite::client_async(gw.ws_url(), stream).await {
+            break ws;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "slot never freed");
+        tokio::task::yield_now().await;
+    };
+    register(&mut ws, "sam", "alarm").await;
+    assert_eq!(gw.pusher().await.push_ok("sam", "alarm", "m").await, 1);
+    assert_eq!(next_text(&mut ws).await, "m");
+    assert_eq!(
+        metric(&gw.metrics().await, "pushgate_connections"),
+        Some(1.0)
+    );
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn the_per_user_cap_closes_the_extra_connection_with_4029() {
     let mut config = Config::for_tests();

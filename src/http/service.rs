@@ -17,7 +17,7 @@ use super::response::{
     add_required_headers, is_read, method_not_allowed, not_found, text, Body, ALLOW_GET,
 };
 use crate::conn::session;
-use crate::gateway::Shared;
+use crate::gateway::{Shared, SlotCell};
 use crate::metrics::RefusalReason;
 use crate::ws::handshake;
 
@@ -35,6 +35,9 @@ pub struct RequestContext {
     /// Turns true when shutdown starts.
     pub draining: watch::Receiver<bool>,
     pub role: ListenerRole,
+    /// The connection's slot under `--max-connections` (public listener), which a
+    /// successful upgrade takes for its WebSocket session.
+    pub slot: Option<Arc<SlotCell>>,
 }
 
 impl RequestContext {
@@ -165,7 +168,13 @@ fn upgrade(mut request: Request<Incoming>, ctx: RequestContext) -> Response<Body
         refused(shared, RefusalReason::Draining);
         return unavailable("shutting down\n");
     }
-    let Some(slot) = shared.reserve_connection() else {
+    // Every public connection got a slot when it was accepted; one without (a context made
+    // elsewhere) takes its own.
+    let slot = match &ctx.slot {
+        Some(cell) => cell.take(),
+        None => shared.reserve_connection(),
+    };
+    let Some(slot) = slot else {
         refused(shared, RefusalReason::GlobalCap);
         return unavailable("connection limit reached\n");
     };
@@ -179,6 +188,7 @@ fn upgrade(mut request: Request<Incoming>, ctx: RequestContext) -> Response<Body
         Err(error) => return text(StatusCode::BAD_REQUEST, format!("{error}\n")),
     };
     let session_shared = ctx.shared.clone();
+    let slot = slot.into_websocket();
     shared.spawn_session(async move {
         let _slot = slot;
         let websocket = match upgrade.await {
