@@ -513,6 +513,31 @@ async fn refusals_leave_a_debug_log_line() {
         .unwrap();
     let line = gw.wait_for_log("websocket upgrade refused").await;
     assert_eq!(line["reason"], "origin");
+
+    // Not a handshake this server speaks: 400, counted, and a line that says why.
+    let mut refused = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    refused
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let line = gw.wait_for_log("websocket upgrade refused").await;
+    assert_eq!(line["reason"], "bad_handshake");
+    assert_eq!(line["status"], 400);
+    assert_eq!(
+        line["error"],
+        "unsupported Sec-WebSocket-Version: this server speaks 13"
+    );
+    let (_, metrics) = gw.pusher().await.request("GET", "/metrics", &[], "").await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"pushgate_connections_refused_total{reason="bad_handshake"}"#
+        ),
+        Some(1.0)
+    );
 }
 
 /// A fan-out that outruns many clients closes them together: one warn line says so and how

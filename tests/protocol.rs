@@ -249,6 +249,28 @@ async fn handshakes_outside_rfc_6455_are_400_and_name_the_version_spoken() {
     // An HTTP/1.0 upgrade is not a WebSocket handshake (RFC 6455 4.2.1).
     let head = raw_upgrade_status(gw.addr, "HTTP/1.0", "Upgrade", "13", nonce).await;
     assert_eq!(&head, b"HTTP/1.0 400");
+    // And the answer says what is wrong with it.
+    let mut raw = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let request = format!(
+        "GET /ws HTTP/1.0\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {nonce}\r\n\r\n"
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut raw, request.as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        WAIT,
+        tokio::io::AsyncReadExt::read_to_end(&mut raw, &mut answer),
+    )
+    .await
+    .expect("an HTTP/1.0 answer ends with the connection")
+    .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.ends_with("\r\n\r\na websocket handshake needs HTTP/1.1\n"),
+        "{answer}"
+    );
     // What browsers send is accepted, Firefox's "Connection: keep-alive, Upgrade" included,
     // and a version list that holds 13 (gorilla accepted it too).
     for (connection, version) in [

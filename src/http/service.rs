@@ -151,6 +151,13 @@ fn origin_allowed(request: &Request<Incoming>, allowed: &[String]) -> bool {
 /// Answers the handshake and hands the upgraded socket to a connection session.
 fn upgrade(mut request: Request<Incoming>, ctx: RequestContext) -> Response<Body> {
     if let Err(refusal) = handshake::check(&request) {
+        ctx.shared.metrics.refused(RefusalReason::BadHandshake);
+        tracing::debug!(
+            reason = RefusalReason::BadHandshake.label(),
+            status = refusal.status().as_u16(),
+            error = %refusal,
+            "websocket upgrade refused"
+        );
         let mut response = text(refusal.status(), format!("{refusal}\n"));
         response.headers_mut().insert(
             SEC_WEBSOCKET_VERSION,

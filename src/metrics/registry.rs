@@ -229,15 +229,19 @@ pub enum RefusalReason {
     Origin,
     /// The gateway is draining (503).
     Draining,
+    /// Not a valid WebSocket handshake: not GET (405), no upgrade headers, a bad key or an
+    /// unsupported version (400).
+    BadHandshake,
 }
 
 impl RefusalReason {
-    const ALL: [Self; 5] = [
+    const ALL: [Self; 6] = [
         Self::GlobalCap,
         Self::UserCap,
         Self::FdExhausted,
         Self::Origin,
         Self::Draining,
+        Self::BadHandshake,
     ];
     /// The metric label, also the word the debug log uses.
     pub fn label(self) -> &'static str {
@@ -247,6 +251,7 @@ impl RefusalReason {
             Self::FdExhausted => "fd_exhausted",
             Self::Origin => "origin",
             Self::Draining => "draining",
+            Self::BadHandshake => "bad_handshake",
         }
     }
 }

@@ -17,6 +17,8 @@ pub enum HandshakeRefusal {
     NotGet,
     #[error("not a websocket handshake")]
     NotUpgrade,
+    #[error("a websocket handshake needs HTTP/1.1")]
+    OldHttp,
     #[error("Sec-WebSocket-Key must be the base64 encoding of 16 bytes")]
     BadKey,
     #[error("unsupported Sec-WebSocket-Version: this server speaks 13")]
@@ -27,7 +29,9 @@ impl HandshakeRefusal {
     pub fn status(self) -> StatusCode {
         match self {
             Self::NotGet => StatusCode::METHOD_NOT_ALLOWED,
-            Self::NotUpgrade | Self::BadKey | Self::UnsupportedVersion => StatusCode::BAD_REQUEST,
+            Self::NotUpgrade | Self::OldHttp | Self::BadKey | Self::UnsupportedVersion => {
+                StatusCode::BAD_REQUEST
+            }
         }
     }
 }
@@ -39,10 +43,11 @@ pub fn check<B>(request: &Request<B>) -> Result<(), HandshakeRefusal> {
     }
     // RFC 6455 section 4.2.1: the handshake is an HTTP/1.1 (or later) request; hyper would
     // answer an HTTP/1.0 one with "HTTP/1.0 101", which no client can rely on.
-    if !fastwebsockets::upgrade::is_upgrade_request(request)
-        || request.version() < hyper::Version::HTTP_11
-    {
+    if !fastwebsockets::upgrade::is_upgrade_request(request) {
         return Err(HandshakeRefusal::NotUpgrade);
+    }
+    if request.version() < hyper::Version::HTTP_11 {
+        return Err(HandshakeRefusal::OldHttp);
     }
     let headers = request.headers();
     // RFC 6455 section 4.1: a client sends 13. Like gorilla, a list that holds 13 among
