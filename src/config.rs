@@ -127,6 +127,13 @@ pub struct Config {
     #[arg(long, env = "PUSHGATE_MAX_EVENTS_PER_CONNECTION", default_value_t = 16)]
     pub max_events_per_connection: usize,
 
+    /// Longest userID and event name a connection may register, in bytes; a register frame
+    /// with a longer one is refused (`result="name_too_long"`). The shard keeps both for as
+    /// long as the connection is bound, so without a limit one connection could make the
+    /// gateway hold its events' worth of `--max-message-size` (16 × 64 KiB).
+    #[arg(long, env = "PUSHGATE_MAX_NAME_LENGTH", default_value_t = 512)]
+    pub max_name_length: usize,
+
     /// Interval between server pings on every connection.
     #[arg(long, env = "PUSHGATE_PING_INTERVAL", default_value = "30s", value_parser = duration)]
     pub ping_interval: Duration,
@@ -461,6 +468,7 @@ impl Config {
             ("--max-message-size", self.max_message_size),
             ("--max-push-body", self.max_push_body),
             ("--max-batch", self.max_batch),
+            ("--max-name-length", self.max_name_length),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(flag));
@@ -794,6 +802,7 @@ mod tests {
         );
         assert_eq!(config.ping_interval, Duration::from_secs(30));
         assert_eq!(config.max_events_per_connection, 16);
+        assert_eq!(config.max_name_length, 512);
     }
 
     #[test]

@@ -380,6 +380,42 @@ async fn a_register_frame_past_the_per_connection_event_cap_is_refused_and_the_r
     gw.stop().await;
 }
 
+/// The shard keeps a connection's userID and events while it is bound: names past
+/// `--max-name-length` are refused (with the reason, when an ack was asked for), counted, and
+/// the connection stays open with what it had, as for any refused register frame.
+#[tokio::test]
+async fn names_past_the_length_limit_are_refused_and_the_connection_kept() {
+    let mut config = Config::for_tests();
+    config.max_name_length = 8;
+    let gw = Gateway::start_with(config).await;
+    let mut ws = gw.connect().await;
+    let refused = serde_json::json!({"type": "error", "reason": "name_too_long"});
+    for (token, event) in [("ann", "event-nine"), ("ann-is-nine", "alarm")] {
+        let frame = serde_json::json!({"token": token, "event": event, "ack": true});
+        ws.send(Message::Text(frame.to_string())).await.unwrap();
+        let reply: serde_json::Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
+        assert_eq!(reply, refused, "{token} {event}");
+    }
+    // Without an ack, as the old server: nothing is sent, nothing is bound.
+    let frame = r#"{"token":"ann","event":"eight-ch+"}"#;
+    send_and_sync(&mut ws, Message::Text(frame.into())).await;
+    let mut pusher = gw.pusher().await;
+    assert_eq!(pusher.push_ok("ann", "eight-ch+", "m").await, 0);
+    // Names of exactly the limit are fine, on the same connection.
+    register(&mut ws, "ann-is-8", "eight-ch").await;
+    assert_eq!(pusher.push_ok("ann-is-8", "eight-ch", "m").await, 1);
+    assert_eq!(next_text(&mut ws).await, "m");
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"pushgate_registrations_total{result="name_too_long"}"#
+        ),
+        Some(3.0)
+    );
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn origins_outside_the_allowlist_are_refused_with_403() {
     let mut config = Config::for_tests();

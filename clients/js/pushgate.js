@@ -104,7 +104,13 @@ export function closeReason(text) {
 }
 
 // Register-error reasons (from an ack) after which retrying the same thing cannot succeed.
-const FATAL_REASONS = new Set(['token_rejected', 'malformed', 'empty_field', 'user_conflict']);
+const FATAL_REASONS = new Set([
+  'token_rejected',
+  'malformed',
+  'empty_field',
+  'name_too_long',
+  'user_conflict',
+]);
 
 const EventCtor =
   typeof CustomEvent === 'function'

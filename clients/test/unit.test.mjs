@@ -342,8 +342,8 @@ test('auth_unavailable ack: the client closes and retries with backoff', async (
   assert.equal(t.client.reconnectScheduled, true);
 });
 
-test('empty_field / malformed / user_conflict ack: refused', async () => {
-  for (const reason of ['empty_field', 'malformed', 'user_conflict']) {
+test('empty_field / malformed / name_too_long / user_conflict ack: refused', async () => {
+  for (const reason of ['empty_field', 'malformed', 'name_too_long', 'user_conflict']) {
     const t = setup();
     t.client.connect();
     await flush();

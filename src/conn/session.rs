@@ -389,6 +389,13 @@ impl Session<'_> {
                 return self.reply_error(ack, "empty_field");
             }
         };
+        // Checked before the authenticator is asked, and the userID after: both are kept by
+        // the shard for as long as the connection is bound.
+        let max_name = self.shared.config.max_name_length;
+        if frame.event.len() > max_name {
+            self.count_registration(RegisterResult::NameTooLong);
+            return self.reply_error(frame.ack, "name_too_long");
+        }
         let identity = match self.shared.auth.authenticate(&frame.token).await {
             Ok(identity) if !identity.user_id.is_empty() => identity,
             Ok(_) => return self.refuse(frame.ack, RejectReason::Claims),
@@ -398,6 +405,10 @@ impl Session<'_> {
                 return self.reply_error(frame.ack, "auth_unavailable");
             }
         };
+        if identity.user_id.len() > max_name {
+            self.count_registration(RegisterResult::NameTooLong);
+            return self.reply_error(frame.ack, "name_too_long");
+        }
         let event: Box<str> = frame.event.into();
         let user_id = identity.user_id.as_str();
         let (user, result) = match &mut self.bound {

@@ -73,10 +73,12 @@ pub enum RegisterResult {
     TooManyEvents,
     /// The user already holds `--max-connections-per-user` connections: closed with 4029.
     UserCap,
+    /// The userID or the event is longer than `--max-name-length`.
+    NameTooLong,
 }
 
 impl RegisterResult {
-    const ALL: [Self; 11] = [
+    const ALL: [Self; 12] = [
         Self::Ok,
         Self::AddedEvent,
         Self::Duplicate,
@@ -88,6 +90,7 @@ impl RegisterResult {
         Self::UserConflict,
         Self::TooManyEvents,
         Self::UserCap,
+        Self::NameTooLong,
     ];
     /// The metric label, also the word the debug log uses.
     pub fn label(self) -> &'static str {
@@ -102,6 +105,7 @@ impl RegisterResult {
             Self::AuthUnavailable => "auth_unavailable",
             Self::UserConflict => "user_conflict",
             Self::TooManyEvents => "too_many_events",
+            Self::NameTooLong => "name_too_long",
             Self::UserCap => "user_cap",
         }
     }
@@ -651,3 +655,22 @@ impl Metrics {
 
 /// How often [`Metrics::run_upkeep`] runs.
 pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each label set's counters are built from `ALL` and indexed by the enum's value: an
+    /// entry out of place would count one result under another's label.
+    #[test]
+    fn every_label_list_is_in_the_order_of_its_enum() {
+        fn in_order<T: Copy>(all: &[T], index: impl Fn(T) -> usize) -> bool {
+            all.iter().enumerate().all(|(i, item)| index(*item) == i)
+        }
+        assert!(in_order(&RegisterResult::ALL, |r| r as usize));
+        assert!(in_order(&PushResult::ALL, |r| r as usize));
+        assert!(in_order(&CloseReason::ALL, |r| r as usize));
+        assert!(in_order(&RefusalReason::ALL, |r| r as usize));
+        assert!(in_order(&crate::auth::RejectReason::ALL, |r| r as usize));
+    }
+}
