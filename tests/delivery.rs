@@ -158,6 +158,24 @@ async fn non_ascii_and_large_messages_arrive_intact() {
     gw.stop().await;
 }
 
+/// A message larger than the connection's byte budget (`--conn-queue-bytes` below
+/// `--max-push-body`) reaches a client that has nothing pending: it is not a slow consumer.
+#[tokio::test]
+async fn a_message_larger_than_the_queue_byte_limit_reaches_a_reading_client() {
+    let mut config = pushgate::Config::for_tests();
+    config.conn_queue_bytes = 1024;
+    let gw = Gateway::start_with(config).await;
+    let mut client = gw.client("erin", "alarm").await;
+    let mut pusher = gw.pusher().await;
+    let large = "x".repeat(4096);
+    assert_eq!(pusher.push_ok("erin", "alarm", &large).await, 1);
+    assert_eq!(next_text(&mut client).await, large);
+    // Still open and served.
+    assert_eq!(pusher.push_ok("erin", "alarm", "small").await, 1);
+    assert_eq!(next_text(&mut client).await, "small");
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn escaped_json_strings_are_delivered_decoded() {
     let gw = Gateway::start().await;

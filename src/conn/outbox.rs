@@ -198,11 +198,15 @@ impl Outbox {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// A frame is refused when the queue holds its limit of frames or bytes; one frame larger
+    /// than the byte limit is still admitted into an empty queue (a client with nothing
+    /// pending is not slow, however large the message: `--max-push-body` may exceed
+    /// `--conn-queue-bytes`), and anything queued behind it counts against the limit.
     fn admit(&self, state: &State, frame: &Bytes) -> Result<(), QueueError> {
         if state.closed || state.closing {
             Err(QueueError::Closed)
         } else if state.frames.len() >= self.limits.max_frames
-            || state.bytes + frame.len() > self.limits.max_bytes
+            || (state.bytes + frame.len() > self.limits.max_bytes && !state.frames.is_empty())
         {
             Err(QueueError::Full)
         } else {
@@ -654,6 +658,13 @@ mod tests {
             Err(QueueError::Full)
         );
         outbox.push(Bytes::from_static(b"d"), None).unwrap();
+        // One frame over the byte limit fits an empty queue, and nothing fits behind it.
+        let outbox = Outbox::new(limits(100, 4));
+        outbox.push(Bytes::from_static(b"abcdef"), None).unwrap();
+        assert_eq!(
+            outbox.push(Bytes::from_static(b"g"), None),
+            Err(QueueError::Full)
+        );
     }
 
     fn discarded(metrics: &Metrics, reason: &str) -> String {
