@@ -28,7 +28,7 @@ use crate::config::{Config, ConfigError};
 use crate::http::push_keys::PushKeys;
 use crate::http::service::{self, ListenerRole, RequestContext};
 use crate::log_throttle::LogThrottle;
-use crate::metrics::{Metrics, RefusalReason, UPKEEP_INTERVAL};
+use crate::metrics::{HttpErrorKind, Metrics, RefusalReason, UPKEEP_INTERVAL};
 use crate::shard::{self, MultiPush, PushRefused, Router, UserHook};
 use crate::ws::frame;
 
@@ -693,6 +693,8 @@ async fn serve_http(io: TokioIo<tokio::net::TcpStream>, ctx: RequestContext) {
     // that gets 503) and closes; an older one finishes its request in flight and closes.
     let already_draining = ctx.is_draining();
     let header_timeout = ctx.shared.config.header_timeout;
+    let shared = ctx.shared.clone();
+    let internal = ctx.role == ListenerRole::Internal;
     let service = service_fn(move |request| {
         let ctx = ctx.clone();
         async move { Ok::<_, std::convert::Infallible>(service::handle(request, ctx).await) }
@@ -707,7 +709,14 @@ async fn serve_http(io: TokioIo<tokio::net::TcpStream>, ctx: RequestContext) {
     tokio::select! {
         result = connection.as_mut() => {
             if let Err(error) = result {
-                tracing::debug!(%error, "http connection ended with an error");
+                let kind = HttpErrorKind::of(&error);
+                shared.metrics.http_error(internal, kind);
+                tracing::debug!(
+                    %error,
+                    kind = kind.label(),
+                    listener = if internal { "internal" } else { "public" },
+                    "http connection ended with an error"
+                );
             }
         }
         _ = async { let _ = draining.wait_for(|draining| *draining).await; }, if !already_draining => {

@@ -469,6 +469,56 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
     gw.stop().await;
 }
 
+/// What hyper refuses before a handler sees the request (a request it cannot parse, a head
+/// too large, a head never finished) is answered by hyper and counted by listener and kind.
+#[tokio::test]
+async fn http_errors_before_any_handler_are_counted_by_listener_and_kind() {
+    let mut config = Config::for_tests();
+    config.header_timeout = Duration::from_millis(200);
+    let gw = Gateway::start_with(config).await;
+    let exchange = |addr, request: Vec<u8>| async move {
+        let mut raw = TcpStream::connect(addr).await.unwrap();
+        raw.write_all(&request).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(WAIT, raw.read_to_end(&mut answer))
+            .await
+            .expect("the gateway ends the connection")
+            .unwrap();
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let never_finished = exchange(gw.addr, b"GET /ws HTTP/1.1\r\nHost: x\r\n".to_vec()).await;
+    assert_eq!(never_finished, "");
+    let malformed = exchange(
+        gw.internal,
+        b"POST /push HTTP/1.1\r\nHost: x\r\nContent-Length: 1x\r\n\r\n".to_vec(),
+    )
+    .await;
+    assert!(malformed.starts_with("HTTP/1.1 400 "), "{malformed}");
+    // More header lines than hyper takes (100), in one small segment that the gateway reads
+    // whole: no reset can overtake the answer.
+    let mut many = b"GET /healthz HTTP/1.1\r\nHost: x\r\n".to_vec();
+    for i in 0..120 {
+        many.extend(format!("X-{i}: a\r\n").as_bytes());
+    }
+    many.extend(b"\r\n");
+    let too_large = exchange(gw.internal, many).await;
+    assert!(too_large.starts_with("HTTP/1.1 431 "), "{too_large}");
+
+    let metrics = gw.metrics().await;
+    for (listener, kind, count) in [
+        ("public", "header_timeout", 1.0),
+        ("internal", "malformed", 1.0),
+        ("internal", "too_large", 1.0),
+        ("public", "malformed", 0.0),
+        ("internal", "header_timeout", 0.0),
+    ] {
+        let series =
+            format!(r#"pushgate_http_errors_total{{listener="{listener}",kind="{kind}"}}"#);
+        assert_eq!(metric(&metrics, &series), Some(count), "{series}");
+    }
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn a_pusher_that_stalls_mid_body_gets_408_and_the_connection_is_closed() {
     let mut config = Config::for_tests();

@@ -35,6 +35,7 @@ pub mod names {
     pub const FRAMES_DROPPED: &str = "pushgate_frames_dropped_total";
     pub const FRAMES_DISCARDED: &str = "pushgate_frames_discarded_total";
     pub const CONNECTIONS_REFUSED: &str = "pushgate_connections_refused_total";
+    pub const HTTP_ERRORS: &str = "pushgate_http_errors_total";
     pub const AUTH_REJECTIONS: &str = "pushgate_auth_rejections_total";
     pub const INVALID_TEXT_REPLACED: &str = "pushgate_invalid_text_replaced_total";
     pub const FANOUT_LATENCY: &str = "pushgate_fanout_latency_seconds";
@@ -260,6 +261,59 @@ impl RefusalReason {
     }
 }
 
+/// How an HTTP connection ended in an error hyper saw before any handler did (a handler's
+/// own refusals are counted by the handler: pushes, upgrades).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpErrorKind {
+    /// A request hyper could not parse (answered 400): a bad request line, header or
+    /// `Content-Length`, a folded header.
+    Malformed,
+    /// A request line or header section too large (answered 414 or 431).
+    TooLarge,
+    /// No complete header section within `--header-timeout` (the connection is closed).
+    HeaderTimeout,
+    /// The client closed the connection in the middle of a request.
+    Incomplete,
+    /// Anything else: a reset, a failed write.
+    Other,
+}
+
+impl HttpErrorKind {
+    const ALL: [Self; 5] = [
+        Self::Malformed,
+        Self::TooLarge,
+        Self::HeaderTimeout,
+        Self::Incomplete,
+        Self::Other,
+    ];
+
+    /// The kind of a connection error hyper returned.
+    pub fn of(error: &hyper::Error) -> Self {
+        if error.is_parse_too_large() {
+            Self::TooLarge
+        } else if error.is_parse() || error.is_parse_status() {
+            Self::Malformed
+        } else if error.is_timeout() {
+            Self::HeaderTimeout
+        } else if error.is_incomplete_message() {
+            Self::Incomplete
+        } else {
+            Self::Other
+        }
+    }
+
+    /// The metric label, also the word the debug log uses.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::TooLarge => "too_large",
+            Self::HeaderTimeout => "header_timeout",
+            Self::Incomplete => "incomplete",
+            Self::Other => "other",
+        }
+    }
+}
+
 /// Why a frame bound for a connection was not queued, or was thrown away once queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
@@ -318,6 +372,8 @@ pub struct Metrics {
     batch_items: Vec<Counter>,
     closes: Vec<Counter>,
     refusals: Vec<Counter>,
+    /// Indexed by listener (public, internal) times [`HttpErrorKind`].
+    http_errors: Vec<Counter>,
     auth_rejections: Vec<Counter>,
     dropped_slow: Counter,
     dropped_closed: Counter,
@@ -416,6 +472,11 @@ impl Metrics {
                 "Connections refused, by reason.",
             ),
             describe(
+                names::HTTP_ERRORS,
+                None,
+                "HTTP connections ended by an error before a handler saw the request, by listener and kind.",
+            ),
+            describe(
                 names::AUTH_REJECTIONS,
                 None,
                 "Register tokens refused by the authenticator, by reason.",
@@ -507,6 +568,19 @@ impl Metrics {
             .iter()
             .map(|r| counter(names::CONNECTIONS_REFUSED, Some(("reason", r.label()))))
             .collect();
+        let http_errors = ["public", "internal"]
+            .iter()
+            .flat_map(|listener| {
+                HttpErrorKind::ALL.iter().map(|kind| {
+                    let labels = vec![
+                        Label::new("listener", *listener),
+                        Label::new("kind", kind.label()),
+                    ];
+                    recorder
+                        .register_counter(&Key::from_parts(names::HTTP_ERRORS, labels), &METADATA)
+                })
+            })
+            .collect();
         let auth_rejections = crate::auth::RejectReason::ALL
             .iter()
             .map(|r| counter(names::AUTH_REJECTIONS, Some(("reason", r.label()))))
@@ -569,6 +643,7 @@ impl Metrics {
             batch_items,
             closes,
             refusals,
+            http_errors,
             auth_rejections,
             dropped_slow: counter(names::FRAMES_DROPPED, Some(("reason", "slow_consumer"))),
             dropped_closed: counter(names::FRAMES_DROPPED, Some(("reason", "closed"))),
@@ -610,6 +685,13 @@ impl Metrics {
 
     pub fn auth_rejected(&self, reason: crate::auth::RejectReason) {
         self.auth_rejections[reason as usize].increment(1);
+    }
+
+    /// Counts an HTTP connection that ended in `kind` of error on the public listener
+    /// (`internal` false) or the internal one.
+    pub fn http_error(&self, internal: bool, kind: HttpErrorKind) {
+        let listener = usize::from(internal);
+        self.http_errors[listener * HttpErrorKind::ALL.len() + kind as usize].increment(1);
     }
 
     pub fn refused(&self, reason: RefusalReason) {
@@ -671,6 +753,7 @@ mod tests {
         assert!(in_order(&PushResult::ALL, |r| r as usize));
         assert!(in_order(&CloseReason::ALL, |r| r as usize));
         assert!(in_order(&RefusalReason::ALL, |r| r as usize));
+        assert!(in_order(&HttpErrorKind::ALL, |r| r as usize));
         assert!(in_order(&crate::auth::RejectReason::ALL, |r| r as usize));
     }
 }
