@@ -251,7 +251,6 @@ impl Drop for ConnectionSlot {
 
 /// The slot of one public-listener connection, until an upgrade hands it to the WebSocket
 /// session; dropped with the connection otherwise. Shared by the connection's requests.
-#[derive(Default)]
 pub struct SlotCell(std::sync::Mutex<Option<ConnectionSlot>>);
 
 impl SlotCell {
