@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Authenticator;
 use crate::cluster::{Cluster, ClusterError, Delivery};
 use crate::config::{Config, ConfigError};
+use crate::http::head_deadline::{HeadDeadline, RequestPhase};
 use crate::http::push_keys::PushKeys;
 use crate::http::service::{self, ListenerRole, RequestContext};
 use crate::log_throttle::LogThrottle;
@@ -510,14 +511,25 @@ async fn accept_loop(listener: TcpListener, ctx: RequestContext) {
             Ok((stream, _peer)) => {
                 let _ = stream.set_nodelay(true);
                 let mut connection_ctx = ctx.clone();
-                if ctx.role == ListenerRole::Public {
-                    let Some(slot) = ctx.shared.reserve_connection() else {
-                        tokio::spawn(refuse_at_cap(stream, ctx.shared.clone()));
-                        continue;
-                    };
-                    connection_ctx.slot = Some(Arc::new(SlotCell::holding(slot)));
+                match ctx.role {
+                    ListenerRole::Public => {
+                        let Some(slot) = ctx.shared.reserve_connection() else {
+                            tokio::spawn(refuse_at_cap(stream, ctx.shared.clone()));
+                            continue;
+                        };
+                        connection_ctx.slot = Some(Arc::new(SlotCell::holding(slot)));
+                        tokio::spawn(serve_http(TokioIo::new(stream), connection_ctx, None));
+                    }
+                    ListenerRole::Internal => {
+                        let timeout = ctx.shared.config.header_timeout;
+                        let (stream, phase) = HeadDeadline::new(stream, timeout);
+                        tokio::spawn(serve_http(
+                            TokioIo::new(stream),
+                            connection_ctx,
+                            Some(phase),
+                        ));
+                    }
                 }
-                tokio::spawn(serve_http(TokioIo::new(stream), connection_ctx));
             }
             Err(error) if is_out_of_fds(&error) => {
                 reserve.shed(&listener, &ctx).await;
@@ -686,7 +698,14 @@ impl RecentEvent {
     }
 }
 
-async fn serve_http(io: TokioIo<tokio::net::TcpStream>, ctx: RequestContext) {
+/// Serves one HTTP connection. With `phase` (the internal listener), the header timeout is
+/// the stream's, counted from a request's first byte ([`HeadDeadline`]), and an idle
+/// keep-alive connection stays open; without it, hyper's, which also closes a connection
+/// idle for that long (the public listener, where idle connections hold capped slots).
+async fn serve_http<S>(io: TokioIo<S>, ctx: RequestContext, phase: Option<RequestPhase>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let mut draining = ctx.draining.clone();
     // A connection opened while draining answers one request (a readiness probe, a push
     // that gets 503) and closes; an older one finishes its request in flight and closes.
@@ -694,13 +713,24 @@ async fn serve_http(io: TokioIo<tokio::net::TcpStream>, ctx: RequestContext) {
     let header_timeout = ctx.shared.config.header_timeout;
     let shared = ctx.shared.clone();
     let internal = ctx.role == ListenerRole::Internal;
+    let hyper_header_timeout = phase.is_none().then_some(header_timeout);
     let service = service_fn(move |request| {
         let ctx = ctx.clone();
-        async move { Ok::<_, std::convert::Infallible>(service::handle(request, ctx).await) }
+        let phase = phase.clone();
+        async move {
+            if let Some(phase) = &phase {
+                phase.request_started();
+            }
+            let response = service::handle(request, ctx).await;
+            if let Some(phase) = &phase {
+                phase.request_answered();
+            }
+            Ok::<_, std::convert::Infallible>(response)
+        }
     });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
+        .header_read_timeout(hyper_header_timeout)
         .keep_alive(!already_draining)
         .serve_connection(io, service)
         .with_upgrades();

@@ -519,6 +519,63 @@ async fn http_errors_before_any_handler_are_counted_by_listener_and_kind() {
     gw.stop().await;
 }
 
+/// Pipelines keep their push connection open between alerts, and the old server never
+/// closed an idle one: on the internal listener an idle keep-alive connection outlives the
+/// header timeout, while a head once begun must still be finished within it. On the public
+/// listener, where connections hold capped slots, an idle one is closed at the timeout.
+#[tokio::test]
+async fn an_idle_push_connection_stays_open_but_a_begun_head_must_finish() {
+    let header_timeout = Duration::from_millis(200);
+    let mut config = Config::for_tests();
+    config.header_timeout = header_timeout;
+    let gw = Gateway::start_with(config).await;
+    let mut pusher = gw.pusher().await;
+    let mut client = gw.client("ida", "alarm").await;
+    assert_eq!(pusher.push_ok("ida", "alarm", "first").await, 1);
+    // Idle for three header timeouts: the waiting is the behaviour under test.
+    tokio::time::sleep(header_timeout * 3).await;
+    // The same keep-alive connection (Pusher holds one) still pushes.
+    assert_eq!(pusher.push_ok("ida", "alarm", "second").await, 1);
+    assert_eq!(next_text(&mut client).await, "first");
+    assert_eq!(next_text(&mut client).await, "second");
+    // Likewise after a request without a body (a scrape), which hyper may parse and answer
+    // without reading again.
+    let (status, _) = pusher.request("GET", "/healthz", &[], "").await;
+    assert_eq!(status, StatusCode::OK);
+    tokio::time::sleep(header_timeout * 3).await;
+    let (status, _) = pusher.request("GET", "/healthz", &[], "").await;
+    assert_eq!(status, StatusCode::OK);
+
+    let ends = |mut raw: TcpStream| async move {
+        let mut rest = Vec::new();
+        tokio::time::timeout(WAIT, raw.read_to_end(&mut rest))
+            .await
+            .expect("the gateway closes the connection")
+            .unwrap();
+        String::from_utf8_lossy(&rest).into_owned()
+    };
+    let mut begun = TcpStream::connect(gw.internal).await.unwrap();
+    begun
+        .write_all(b"POST /push HTTP/1.1\r\nHost")
+        .await
+        .unwrap();
+    assert_eq!(ends(begun).await, "");
+    let mut idle_public = TcpStream::connect(gw.addr).await.unwrap();
+    idle_public
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(ends(idle_public).await.starts_with("HTTP/1.1 200 "));
+
+    let metrics = gw.metrics().await;
+    for (listener, count) in [("internal", 1.0), ("public", 1.0)] {
+        let series =
+            format!(r#"pushgate_http_errors_total{{listener="{listener}",kind="header_timeout"}}"#);
+        assert_eq!(metric(&metrics, &series), Some(count), "{series}");
+    }
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn a_pusher_that_stalls_mid_body_gets_408_and_the_connection_is_closed() {
     let mut config = Config::for_tests();

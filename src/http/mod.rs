@@ -2,6 +2,7 @@
 
 pub mod alertmanager;
 pub mod body;
+pub mod head_deadline;
 pub mod push;
 pub mod push_keys;
 pub mod response;

@@ -287,13 +287,17 @@ impl HttpErrorKind {
         Self::Other,
     ];
 
-    /// The kind of a connection error hyper returned.
+    /// The kind of a connection error hyper returned (a head timeout is hyper's own, or the
+    /// `TimedOut` read error of the internal listener's `HeadDeadline`).
     pub fn of(error: &hyper::Error) -> Self {
+        let read_timed_out = std::error::Error::source(error)
+            .and_then(|source| source.downcast_ref::<std::io::Error>())
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
         if error.is_parse_too_large() {
             Self::TooLarge
         } else if error.is_parse() || error.is_parse_status() {
             Self::Malformed
-        } else if error.is_timeout() {
+        } else if error.is_timeout() || read_timed_out {
             Self::HeaderTimeout
         } else if error.is_incomplete_message() {
             Self::Incomplete
