@@ -97,6 +97,9 @@ pub struct Shared {
     fd_exhausted_logged: LogThrottle,
     /// When an accept last failed for lack of descriptors: `/readyz` says 503 for a while.
     fd_exhausted: RecentEvent,
+    /// Connections refused at the cap that are still being answered (each holds a
+    /// descriptor while its request line is awaited): at most [`MAX_REFUSALS_IN_FLIGHT`].
+    refusals_in_flight: AtomicUsize,
 }
 
 impl Shared {
@@ -351,6 +354,7 @@ pub async fn run_with_auth(
         sessions: TaskTracker::new(),
         fd_exhausted_logged: LogThrottle::new(FD_LOG_INTERVAL),
         fd_exhausted: RecentEvent::new(),
+        refusals_in_flight: AtomicUsize::new(0),
         metrics,
         auth,
         config,
@@ -514,7 +518,7 @@ async fn accept_loop(listener: TcpListener, ctx: RequestContext) {
                 match ctx.role {
                     ListenerRole::Public => {
                         let Some(slot) = ctx.shared.reserve_connection() else {
-                            tokio::spawn(refuse_at_cap(stream, ctx.shared.clone()));
+                            refuse_at_cap(stream, &ctx.shared);
                             continue;
                         };
                         connection_ctx.slot = Some(Arc::new(SlotCell::holding(slot)));
@@ -623,15 +627,32 @@ impl FdReserve {
     }
 }
 
+/// Most connections refused at the cap that are answered at leisure (their request line
+/// awaited, so that a liveness probe is told apart and no reset overtakes the answer). Each
+/// holds a descriptor for up to [`FD_HEAD_WAIT`]; past this many, a refused connection is
+/// answered and closed at once, so that clients reconnecting in a loop at the cap cannot
+/// spend the descriptors kept for the internal listener.
+const MAX_REFUSALS_IN_FLIGHT: usize = 32;
+
 /// Answers a connection the public listener has no slot for (`--max-connections` reached,
 /// counting connections still in their handshake) with 503, or 200 to a liveness probe.
-async fn refuse_at_cap(stream: tokio::net::TcpStream, shared: Arc<Shared>) {
+fn refuse_at_cap(stream: tokio::net::TcpStream, shared: &Arc<Shared>) {
     shared.metrics.refused(RefusalReason::GlobalCap);
     tracing::debug!(
         reason = RefusalReason::GlobalCap.label(),
         "connection refused at accept"
     );
-    answer_and_close(stream, AT_CAP_RESPONSE).await;
+    let in_flight = shared.refusals_in_flight.fetch_add(1, Ordering::AcqRel);
+    if in_flight >= MAX_REFUSALS_IN_FLIGHT {
+        shared.refusals_in_flight.fetch_sub(1, Ordering::AcqRel);
+        let _ = stream.try_write(AT_CAP_RESPONSE);
+        return;
+    }
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        answer_and_close(stream, AT_CAP_RESPONSE).await;
+        shared.refusals_in_flight.fetch_sub(1, Ordering::AcqRel);
+    });
 }
 
 /// Answers a connection the gateway will not serve with `refusal`, or with 200 when it is a
@@ -774,6 +795,7 @@ impl Shared {
             sessions: TaskTracker::new(),
             fd_exhausted_logged: LogThrottle::new(FD_LOG_INTERVAL),
             fd_exhausted: RecentEvent::new(),
+            refusals_in_flight: AtomicUsize::new(0),
             metrics,
             auth: Arc::new(crate::auth::IdentityAuthenticator),
             config,

@@ -290,3 +290,75 @@ async fn a_worker_thread_the_os_refuses_exits_71_with_the_reason() {
     );
     assert!(!stderr.contains("pushgate listening"), "{stderr}");
 }
+
+/// Clients that re-open every connection the gateway refuses at the connection cap (a
+/// slowloris that keeps the public listener's slots full and hammers it for more) must not
+/// spend the descriptors kept for the internal listener: refused connections are answered
+/// with at most a bounded number held open at once. Under a 128-descriptor limit (a cap of
+/// 58), with 200 such clients, every push on a fresh internal connection is answered 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_hammering_the_connection_cap_leave_pushes_their_descriptors() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::AsyncReadExt;
+    let gw = GatewayProcess::start(&["--header-timeout", "5m"], Some(128)).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut attackers = tokio::task::JoinSet::new();
+    for _ in 0..200 {
+        let (addr, stop) = (gw.addr, stop.clone());
+        attackers.spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(mut socket) = tokio::net::TcpStream::connect(addr).await else {
+                    tokio::task::yield_now().await;
+                    continue;
+                };
+                // Send nothing; read until the gateway answers and closes (a held slot never
+                // does), checking now and then whether the test is over.
+                let mut answer = [0u8; 256];
+                loop {
+                    let read = tokio::time::timeout(
+                        std::time::Duration::from_millis(50),
+                        socket.read(&mut answer),
+                    );
+                    match read.await {
+                        Ok(Ok(0)) | Ok(Err(_)) => break,
+                        Ok(Ok(_)) => {}
+                        Err(_) if stop.load(Ordering::Relaxed) => return,
+                        Err(_) => {}
+                    }
+                }
+            }
+        });
+    }
+    // The attack is on once the gateway has refused many of them at the cap.
+    let refused_at_cap = r#"pushgate_connections_refused_total{reason="global_cap"}"#;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, metrics) = gw.pusher().await.request("GET", "/metrics", &[], "").await;
+        if metric(&metrics, refused_at_cap) >= Some(500.0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no refusals at the cap"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await; // polling interval
+    }
+    for i in 0..30 {
+        let (status, body) = gw.pusher().await.push("nobody", "alarm", "m").await;
+        assert_eq!(
+            (status.as_u16(), body.as_str()),
+            (200, "message sent to 0 clients"),
+            "push {i}"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    while attackers.join_next().await.is_some() {}
+    let (_, metrics) = gw.pusher().await.request("GET", "/metrics", &[], "").await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"pushgate_connections_refused_total{reason="fd_exhausted"}"#
+        ),
+        Some(0.0)
+    );
+}
