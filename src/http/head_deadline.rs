@@ -178,17 +178,26 @@ mod tests {
 
     const TIMEOUT: Duration = Duration::from_millis(100);
 
-    #[tokio::test(start_paused = true)]
-    async fn an_idle_connection_waits_as_long_as_it_likes() {
-        let (mut client, server) = tokio::io::duplex(64);
-        let (mut stream, _phase) = HeadDeadline::new(server, TIMEOUT);
+    /// The byte the client sends after fifty timeouts of silence, as `stream` reads it: the
+    /// read must wait for it rather than fail.
+    async fn byte_after_a_long_idle(
+        mut stream: HeadDeadline<tokio::io::DuplexStream>,
+        client: &mut tokio::io::DuplexStream,
+    ) -> u8 {
         let reading = tokio::spawn(async move {
             let mut byte = [0u8; 1];
             stream.read_exact(&mut byte).await.map(|_| byte[0])
         });
         tokio::time::sleep(TIMEOUT * 50).await;
         client.write_all(b"G").await.unwrap();
-        assert_eq!(reading.await.unwrap().unwrap(), b'G');
+        reading.await.unwrap().unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_waits_as_long_as_it_likes() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let (stream, _phase) = HeadDeadline::new(server, TIMEOUT);
+        assert_eq!(byte_after_a_long_idle(stream, &mut client).await, b'G');
     }
 
     #[tokio::test(start_paused = true)]
@@ -216,13 +225,7 @@ mod tests {
         assert_eq!(stream.read(&mut buf).await.unwrap(), 25);
         phase.request_started();
         phase.request_answered();
-        let reading = tokio::spawn(async move {
-            let mut byte = [0u8; 1];
-            stream.read_exact(&mut byte).await.map(|_| byte[0])
-        });
-        tokio::time::sleep(TIMEOUT * 50).await;
-        client.write_all(b"G").await.unwrap();
-        assert_eq!(reading.await.unwrap().unwrap(), b'G');
+        assert_eq!(byte_after_a_long_idle(stream, &mut client).await, b'G');
     }
 
     #[tokio::test(start_paused = true)]
