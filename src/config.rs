@@ -110,8 +110,10 @@ pub struct Config {
     #[arg(long, env = "PUSHGATE_MAX_PUSH_BODY", default_value_t = 1 << 20)]
     pub max_push_body: usize,
 
-    /// Most WebSocket connections held at once; past it, upgrades get 503 + Retry-After.
-    /// 0: the open-file limit minus a reserve for pushes, metrics and logs.
+    /// Most connections the public listener holds at once: WebSockets, and connections still
+    /// in their handshake (which hold a descriptor all the same); past it, new connections get
+    /// 503 + Retry-After (a liveness probe, `GET /healthz`, 200). 0: the open-file limit minus
+    /// a reserve for pushes, metrics and logs.
     #[arg(long, env = "PUSHGATE_MAX_CONNECTIONS", default_value_t = 0)]
     pub max_connections: usize,
 

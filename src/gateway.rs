@@ -97,9 +97,9 @@ pub struct Shared {
     fd_exhausted_logged: LogThrottle,
     /// When an accept last failed for lack of descriptors: `/readyz` says 503 for a while.
     fd_exhausted: RecentEvent,
-    /// Connections refused at the cap that are still being answered (each holds a
-    /// descriptor while its request line is awaited): at most [`MAX_REFUSALS_IN_FLIGHT`].
-    refusals_in_flight: AtomicUsize,
+    /// Connections refused at the cap whose request head is still awaited (each holds a
+    /// descriptor meanwhile): at most [`MAX_REFUSALS_IN_FLIGHT`], oldest first.
+    refusals_waiting: std::sync::Mutex<std::collections::VecDeque<Arc<tokio::sync::Notify>>>,
 }
 
 impl Shared {
@@ -354,7 +354,7 @@ pub async fn run_with_auth(
         sessions: TaskTracker::new(),
         fd_exhausted_logged: LogThrottle::new(FD_LOG_INTERVAL),
         fd_exhausted: RecentEvent::new(),
-        refusals_in_flight: AtomicUsize::new(0),
+        refusals_waiting: Default::default(),
         metrics,
         auth,
         config,
@@ -518,7 +518,12 @@ async fn accept_loop(listener: TcpListener, ctx: RequestContext) {
                 match ctx.role {
                     ListenerRole::Public => {
                         let Some(slot) = ctx.shared.reserve_connection() else {
-                            refuse_at_cap(stream, &ctx.shared);
+                            if refuse_at_cap(stream, &ctx.shared) == Refusal::CutAnotherShort {
+                                // Let the refusal cut short run (woken on this thread, it
+                                // runs next) and close its socket before the next accept:
+                                // otherwise a storm of accepts outruns those closes.
+                                tokio::task::yield_now().await;
+                            }
                             continue;
                         };
                         connection_ctx.slot = Some(Arc::new(SlotCell::holding(slot)));
@@ -568,9 +573,14 @@ const FD_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// soon after it ends.
 pub const FD_NOT_READY: Duration = Duration::from_secs(5);
 
-/// How long a shed connection's request line is awaited, to tell a liveness probe from
-/// anything else; a probe sends it with the connection.
+/// How long a shed connection's request head is awaited, to tell a liveness probe from
+/// anything else (a probe sends it with the connection) and to read it all before closing.
 const FD_HEAD_WAIT: Duration = Duration::from_millis(100);
+
+/// Most of a shed connection's request head read before answering it: an upgrade request
+/// with cookies fits. What is left unread when the socket closes makes it send a reset,
+/// which can reach the client before the answer does.
+const SHED_HEAD_BYTES: usize = 8192;
 
 /// Pause after shedding a connection, so that a flood costs little CPU.
 const FD_BACKOFF: Duration = Duration::from_millis(10);
@@ -619,7 +629,9 @@ impl FdReserve {
         }
         if self.file.take().is_some() {
             if let Ok(Ok((stream, _))) = tokio::time::timeout(FD_BACKOFF, listener.accept()).await {
-                answer_and_close(stream, FD_EXHAUSTED_RESPONSE).await;
+                let (mut head, mut read) = ([0u8; SHED_HEAD_BYTES], 0);
+                read_head(&stream, &mut head, &mut read).await;
+                answer_shed(&stream, &head[..read], FD_EXHAUSTED_RESPONSE);
             }
             self.file = std::fs::File::open("/dev/null").ok();
         }
@@ -627,68 +639,123 @@ impl FdReserve {
     }
 }
 
-/// Most connections refused at the cap that are answered at leisure (their request line
-/// awaited, so that a liveness probe is told apart and no reset overtakes the answer). Each
-/// holds a descriptor for up to [`FD_HEAD_WAIT`]; past this many, a refused connection is
-/// answered and closed at once, so that clients reconnecting in a loop at the cap cannot
-/// spend the descriptors kept for the internal listener.
+/// Most connections refused at the cap whose request head is awaited (for up to
+/// [`FD_HEAD_WAIT`], so that a liveness probe is told apart and no reset overtakes the
+/// answer). A newcomer past this many cuts the oldest one's wait short: it is answered from
+/// what it has sent so far and closed. So clients reconnecting in a loop at the cap cannot
+/// spend the descriptors kept for the internal listener, and a probe, which sends its request
+/// at once, is still read and answered 200 however many silent connections come with it.
 const MAX_REFUSALS_IN_FLIGHT: usize = 32;
+
+/// Whether taking a refused connection in cut another one's wait short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    Waiting,
+    CutAnotherShort,
+}
 
 /// Answers a connection the public listener has no slot for (`--max-connections` reached,
 /// counting connections still in their handshake) with 503, or 200 to a liveness probe.
-fn refuse_at_cap(stream: tokio::net::TcpStream, shared: &Arc<Shared>) {
-    shared.metrics.refused(RefusalReason::GlobalCap);
-    tracing::debug!(
-        reason = RefusalReason::GlobalCap.label(),
-        "connection refused at accept"
-    );
-    let in_flight = shared.refusals_in_flight.fetch_add(1, Ordering::AcqRel);
-    if in_flight >= MAX_REFUSALS_IN_FLIGHT {
-        shared.refusals_in_flight.fetch_sub(1, Ordering::AcqRel);
-        let _ = stream.try_write(AT_CAP_RESPONSE);
-        return;
+fn refuse_at_cap(stream: tokio::net::TcpStream, shared: &Arc<Shared>) -> Refusal {
+    let cut_short = Arc::new(tokio::sync::Notify::new());
+    let mut refusal = Refusal::Waiting;
+    {
+        let mut waiting = shared
+            .refusals_waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if waiting.len() >= MAX_REFUSALS_IN_FLIGHT {
+            if let Some(oldest) = waiting.pop_front() {
+                oldest.notify_one();
+                refusal = Refusal::CutAnotherShort;
+            }
+        }
+        waiting.push_back(cut_short.clone());
     }
     let shared = shared.clone();
     tokio::spawn(async move {
-        answer_and_close(stream, AT_CAP_RESPONSE).await;
-        shared.refusals_in_flight.fetch_sub(1, Ordering::AcqRel);
+        let mut head = [0u8; SHED_HEAD_BYTES];
+        let mut read = 0;
+        let cut = tokio::select! {
+            () = read_head(&stream, &mut head, &mut read) => false,
+            () = cut_short.notified() => true,
+        };
+        if cut {
+            // Whatever did arrive still decides the answer.
+            read_arrived(&stream, &mut head, &mut read);
+        }
+        count_refusal_at_cap(&shared, answer_shed(&stream, &head[..read], AT_CAP_RESPONSE));
+        drop(stream);
+        shared
+            .refusals_waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|waiter| !Arc::ptr_eq(waiter, &cut_short));
     });
+    refusal
 }
 
-/// Answers a connection the gateway will not serve with `refusal`, or with 200 when it is a
-/// liveness probe (the process is alive and serves its connections; a restart would drop
-/// them all), then closes it. The request is read first (a probe's fits): a socket closed
-/// with unread bytes sends a reset, which can reach the client before the answer does.
-async fn answer_and_close(stream: tokio::net::TcpStream, refusal: &[u8]) {
-    let mut head = [0u8; 1024];
-    let read = read_request_line(&stream, &mut head).await;
-    let answer = if is_liveness_probe(&head[..read]) {
-        ALIVE_RESPONSE
+/// Counts a connection refused at the cap; a liveness probe answered 200 is not one.
+fn count_refusal_at_cap(shared: &Shared, answered: Shed) {
+    if answered == Shed::Refused {
+        shared.metrics.refused(RefusalReason::GlobalCap);
+        tracing::debug!(
+            reason = RefusalReason::GlobalCap.label(),
+            "connection refused at accept"
+        );
+    }
+}
+
+/// How a connection the gateway would not serve was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shed {
+    /// With the refusal (503).
+    Refused,
+    /// With 200: a liveness probe. The process is alive and serves its connections; a
+    /// restart would drop them all.
+    Alive,
+}
+
+/// Answers a connection the gateway will not serve, given the start of its request, with
+/// `refusal` or, to a liveness probe, 200. The socket closes when the caller drops it.
+fn answer_shed(stream: &tokio::net::TcpStream, head: &[u8], refusal: &[u8]) -> Shed {
+    let (answer, shed) = if is_liveness_probe(head) {
+        (ALIVE_RESPONSE, Shed::Alive)
     } else {
-        refusal
+        (refusal, Shed::Refused)
     };
     let _ = stream.try_write(answer);
+    shed
 }
 
-/// Reads into `head` until it holds a whole request line, it is full, the peer stops, or
-/// [`FD_HEAD_WAIT`] passes; returns the bytes read.
-async fn read_request_line(stream: &tokio::net::TcpStream, head: &mut [u8]) -> usize {
-    let mut read = 0;
+/// Reads into `head[*read..]` until it holds the end of a request head (a blank line), it is
+/// full, the peer stops, or [`FD_HEAD_WAIT`] passes; `read` counts the bytes held, also when
+/// the caller stops waiting first.
+async fn read_head(stream: &tokio::net::TcpStream, head: &mut [u8], read: &mut usize) {
     let reading = async {
-        while read < head.len() && !head[..read].contains(&b'\n') {
+        while *read < head.len() && !head[..*read].windows(4).any(|w| w == b"\r\n\r\n") {
             if stream.readable().await.is_err() {
                 return;
             }
-            match stream.try_read(&mut head[read..]) {
+            match stream.try_read(&mut head[*read..]) {
                 Ok(0) => return,
-                Ok(n) => read += n,
+                Ok(n) => *read += n,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
                 Err(_) => return,
             }
         }
     };
     let _ = tokio::time::timeout(FD_HEAD_WAIT, reading).await;
-    read
+}
+
+/// Reads into `head[*read..]` what the peer has already sent, without waiting.
+fn read_arrived(stream: &tokio::net::TcpStream, head: &mut [u8], read: &mut usize) {
+    while *read < head.len() {
+        match stream.try_read(&mut head[*read..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => *read += n,
+        }
+    }
 }
 
 /// When something last happened, readable from any thread without a lock.
@@ -761,6 +828,11 @@ where
             if let Err(error) = result {
                 let kind = HttpErrorKind::of(&error);
                 shared.metrics.http_error(internal, kind);
+                // hyper's message for an I/O error is "connection error": say which.
+                let error = match std::error::Error::source(&error) {
+                    Some(cause) => format!("{error}: {cause}"),
+                    None => error.to_string(),
+                };
                 tracing::debug!(
                     %error,
                     kind = kind.label(),
@@ -795,7 +867,7 @@ impl Shared {
             sessions: TaskTracker::new(),
             fd_exhausted_logged: LogThrottle::new(FD_LOG_INTERVAL),
             fd_exhausted: RecentEvent::new(),
-            refusals_in_flight: AtomicUsize::new(0),
+            refusals_waiting: Default::default(),
             metrics,
             auth: Arc::new(crate::auth::IdentityAuthenticator),
             config,
