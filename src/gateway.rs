@@ -684,7 +684,10 @@ fn refuse_at_cap(stream: tokio::net::TcpStream, shared: &Arc<Shared>) -> Refusal
             // Whatever did arrive still decides the answer.
             read_arrived(&stream, &mut head, &mut read);
         }
-        count_refusal_at_cap(&shared, answer_shed(&stream, &head[..read], AT_CAP_RESPONSE));
+        count_refusal_at_cap(
+            &shared,
+            answer_shed(&stream, &head[..read], AT_CAP_RESPONSE),
+        );
         drop(stream);
         shared
             .refusals_waiting
