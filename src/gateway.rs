@@ -198,7 +198,7 @@ impl Shared {
     /// when `--max-connections` is reached. Taken at accept, not at the upgrade: a connection
     /// that never finishes its handshake holds a descriptor all the same, and those must not
     /// be able to use up the ones kept for pushes and scrapes.
-    pub fn reserve_connection(self: &Arc<Self>) -> Option<ConnectionSlot> {
+    fn reserve_connection(self: &Arc<Self>) -> Option<ConnectionSlot> {
         let previous = self.open_connections.fetch_add(1, Ordering::AcqRel);
         if previous >= self.connection_cap {
             self.open_connections.fetch_sub(1, Ordering::AcqRel);

@@ -175,13 +175,9 @@ fn upgrade(mut request: Request<Incoming>, ctx: RequestContext) -> Response<Body
         refused(shared, RefusalReason::Draining);
         return unavailable("shutting down\n");
     }
-    // Every public connection got a slot when it was accepted; one without (a context made
-    // elsewhere) takes its own.
-    let slot = match &ctx.slot {
-        Some(cell) => cell.take(),
-        None => shared.reserve_connection(),
-    };
-    let Some(slot) = slot else {
+    // Every public connection took its slot when it was accepted (the only place slots are
+    // taken); the upgrade hands it to the session.
+    let Some(slot) = ctx.slot.as_ref().and_then(|cell| cell.take()) else {
         refused(shared, RefusalReason::GlobalCap);
         return unavailable("connection limit reached\n");
     };
