@@ -585,17 +585,57 @@ const SHED_HEAD_BYTES: usize = 8192;
 /// Pause after shedding a connection, so that a flood costs little CPU.
 const FD_BACKOFF: Duration = Duration::from_millis(10);
 
-const FD_EXHAUSTED_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
-Retry-After: 1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 24\r\n\
-Connection: close\r\n\r\nout of file descriptors\n";
+/// An answer the gateway writes itself, to a connection hyper never sees (shed for want of
+/// a descriptor or a slot), so it carries by hand what hyper would add: a `Date` (RFC 9110
+/// section 6.6.1: required in a 200) and no body in the answer to a `HEAD`.
+struct ShedAnswer {
+    status: &'static str,
+    retry_after: bool,
+    body: &'static str,
+}
 
-const AT_CAP_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
-Retry-After: 1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 25\r\n\
-Connection: close\r\n\r\nconnection limit reached\n";
+const FD_EXHAUSTED: ShedAnswer = ShedAnswer {
+    status: "503 Service Unavailable",
+    retry_after: true,
+    body: "out of file descriptors\n",
+};
 
-const ALIVE_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\n\
-Content-Type: text/plain; charset=utf-8\r\nContent-Length: 3\r\n\
-Connection: close\r\n\r\nok\n";
+const AT_CAP: ShedAnswer = ShedAnswer {
+    status: "503 Service Unavailable",
+    retry_after: true,
+    body: "connection limit reached\n",
+};
+
+const ALIVE: ShedAnswer = ShedAnswer {
+    status: "200 OK",
+    retry_after: false,
+    body: "ok\n",
+};
+
+impl ShedAnswer {
+    /// The whole answer as sent at `now`; `with_body` false for a `HEAD` request.
+    fn render(&self, now: std::time::SystemTime, with_body: bool) -> Vec<u8> {
+        use std::fmt::Write as _;
+        let mut answer = format!(
+            "HTTP/1.1 {}\r\nDate: {}\r\n",
+            self.status,
+            httpdate::fmt_http_date(now)
+        );
+        if self.retry_after {
+            answer.push_str("Retry-After: 1\r\n");
+        }
+        let _ = write!(
+            answer,
+            "Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n",
+            self.body.len()
+        );
+        if with_body {
+            answer.push_str(self.body);
+        }
+        answer.into_bytes()
+    }
+}
 
 /// Whether the start of a request is a liveness probe (`GET` or `HEAD` of `/healthz`).
 fn is_liveness_probe(head: &[u8]) -> bool {
@@ -631,7 +671,7 @@ impl FdReserve {
             if let Ok(Ok((stream, _))) = tokio::time::timeout(FD_BACKOFF, listener.accept()).await {
                 let (mut head, mut read) = ([0u8; SHED_HEAD_BYTES], 0);
                 read_head(&stream, &mut head, &mut read).await;
-                answer_shed(&stream, &head[..read], FD_EXHAUSTED_RESPONSE);
+                answer_shed(&stream, &head[..read], &FD_EXHAUSTED);
             }
             self.file = std::fs::File::open("/dev/null").ok();
         }
@@ -684,10 +724,7 @@ fn refuse_at_cap(stream: tokio::net::TcpStream, shared: &Arc<Shared>) -> Refusal
             // Whatever did arrive still decides the answer.
             read_arrived(&stream, &mut head, &mut read);
         }
-        count_refusal_at_cap(
-            &shared,
-            answer_shed(&stream, &head[..read], AT_CAP_RESPONSE),
-        );
+        count_refusal_at_cap(&shared, answer_shed(&stream, &head[..read], &AT_CAP));
         drop(stream);
         shared
             .refusals_waiting
@@ -721,13 +758,14 @@ enum Shed {
 
 /// Answers a connection the gateway will not serve, given the start of its request, with
 /// `refusal` or, to a liveness probe, 200. The socket closes when the caller drops it.
-fn answer_shed(stream: &tokio::net::TcpStream, head: &[u8], refusal: &[u8]) -> Shed {
+fn answer_shed(stream: &tokio::net::TcpStream, head: &[u8], refusal: &ShedAnswer) -> Shed {
     let (answer, shed) = if is_liveness_probe(head) {
-        (ALIVE_RESPONSE, Shed::Alive)
+        (&ALIVE, Shed::Alive)
     } else {
         (refusal, Shed::Refused)
     };
-    let _ = stream.try_write(answer);
+    let with_body = !head.starts_with(b"HEAD ");
+    let _ = stream.try_write(&answer.render(std::time::SystemTime::now(), with_body));
     shed
 }
 
@@ -892,10 +930,22 @@ mod tests {
     }
 
     #[test]
-    fn fd_exhausted_response_has_the_right_length() {
-        let text = std::str::from_utf8(FD_EXHAUSTED_RESPONSE).unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+    fn shed_answers_carry_their_length_a_date_and_no_body_for_head() {
+        let now = std::time::SystemTime::now();
+        for shed in [&FD_EXHAUSTED, &AT_CAP, &ALIVE] {
+            let text = String::from_utf8(shed.render(now, true)).unwrap();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            assert_eq!(body, shed.body);
+            assert!(head.contains(&format!("\r\nContent-Length: {}\r\n", body.len())));
+            let date = head
+                .lines()
+                .find_map(|line| line.strip_prefix("Date: "))
+                .expect("a Date header");
+            let sent = httpdate::parse_http_date(date).unwrap();
+            assert!(now.duration_since(sent).unwrap() < Duration::from_secs(1));
+            let to_head = String::from_utf8(shed.render(now, false)).unwrap();
+            assert_eq!(to_head, format!("{head}\r\n\r\n"), "same head, no body");
+        }
     }
 
     #[test]
