@@ -461,6 +461,19 @@ async fn origins_outside_the_allowlist_are_refused_with_403() {
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    // Two Origin headers, the allowed one first: which one a proxy checked is unknowable.
+    let mut two = handshake(Some("https://app.example.com"));
+    two.push(("origin", "https://evil.example.net"));
+    let (status, answer) = gw.public_http().await.request("GET", "/ws", &two, "").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(answer, "more than one Origin header\n");
+    assert_eq!(
+        metric(
+            &gw.metrics().await,
+            r#"pushgate_connections_refused_total{reason="origin"}"#
+        ),
+        Some(2.0)
+    );
     for origin in [Some("https://app.example.com"), None] {
         let (status, _) = gw
             .public_http()

@@ -246,6 +246,23 @@ async fn handshakes_outside_rfc_6455_are_400_and_name_the_version_spoken() {
             "{version:?} {key:?}"
         );
     }
+    // The key must appear once (RFC 6455 11.3.1), even when both copies are valid.
+    let (status, _, answer) = http
+        .request_full(
+            "GET",
+            "/ws",
+            &[
+                ("connection", "Upgrade"),
+                ("upgrade", "websocket"),
+                ("sec-websocket-version", "13"),
+                ("sec-websocket-key", nonce),
+                ("sec-websocket-key", nonce),
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer, "Sec-WebSocket-Key must appear once\n");
     // An HTTP/1.0 upgrade is not a WebSocket handshake (RFC 6455 4.2.1).
     let head = raw_upgrade_status(gw.addr, "HTTP/1.0", "Upgrade", "13", nonce).await;
     assert_eq!(&head, b"HTTP/1.0 400");

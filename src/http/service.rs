@@ -136,15 +136,22 @@ pub fn unavailable(reason: &'static str) -> Response<Body> {
     response
 }
 
-fn origin_allowed(request: &Request<Incoming>, allowed: &[String]) -> bool {
+/// Whether the handshake's Origin may open a WebSocket, or the refusal's text. A request with
+/// two Origin headers is refused when an allowlist is in force: a browser sends one (RFC 6454
+/// section 7.3), and a proxy in front that checked the other would disagree with this check.
+fn origin_check(request: &Request<Incoming>, allowed: &[String]) -> Result<(), &'static str> {
     if allowed.is_empty() {
-        return true;
+        return Ok(());
     }
-    match request.headers().get(ORIGIN) {
-        None => true,
-        Some(origin) => allowed
+    let mut origins = request.headers().get_all(ORIGIN).iter();
+    match (origins.next(), origins.next()) {
+        (None, _) => Ok(()),
+        (Some(_), Some(_)) => Err("more than one Origin header\n"),
+        (Some(origin), None) => allowed
             .iter()
-            .any(|a| a.trim().as_bytes().eq_ignore_ascii_case(origin.as_bytes())),
+            .any(|a| a.trim().as_bytes().eq_ignore_ascii_case(origin.as_bytes()))
+            .then_some(())
+            .ok_or("origin not allowed\n"),
     }
 }
 
@@ -167,9 +174,9 @@ fn upgrade(mut request: Request<Incoming>, ctx: RequestContext) -> Response<Body
         return response;
     }
     let shared = &ctx.shared;
-    if !origin_allowed(&request, &shared.config.allowed_origins) {
+    if let Err(why) = origin_check(&request, &shared.config.allowed_origins) {
         refused(shared, RefusalReason::Origin);
-        return text(StatusCode::FORBIDDEN, "origin not allowed\n");
+        return text(StatusCode::FORBIDDEN, why);
     }
     if ctx.is_draining() {
         refused(shared, RefusalReason::Draining);

@@ -21,6 +21,8 @@ pub enum HandshakeRefusal {
     OldHttp,
     #[error("Sec-WebSocket-Key must be the base64 encoding of 16 bytes")]
     BadKey,
+    #[error("Sec-WebSocket-Key must appear once")]
+    RepeatedKey,
     #[error("unsupported Sec-WebSocket-Version: this server speaks 13")]
     UnsupportedVersion,
 }
@@ -29,9 +31,11 @@ impl HandshakeRefusal {
     pub fn status(self) -> StatusCode {
         match self {
             Self::NotGet => StatusCode::METHOD_NOT_ALLOWED,
-            Self::NotUpgrade | Self::OldHttp | Self::BadKey | Self::UnsupportedVersion => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::NotUpgrade
+            | Self::OldHttp
+            | Self::BadKey
+            | Self::RepeatedKey
+            | Self::UnsupportedVersion => StatusCode::BAD_REQUEST,
         }
     }
 }
@@ -60,6 +64,11 @@ pub fn check<B>(request: &Request<B>) -> Result<(), HandshakeRefusal> {
     });
     if !version_ok {
         return Err(HandshakeRefusal::UnsupportedVersion);
+    }
+    // RFC 6455 section 11.3.1: the key "MUST NOT appear more than once"; which of two a
+    // proxy and the server would each answer is exactly what the rule avoids.
+    if headers.get_all("sec-websocket-key").iter().nth(1).is_some() {
+        return Err(HandshakeRefusal::RepeatedKey);
     }
     // RFC 6455 section 4.2.1: the key is a base64-encoded 16-byte nonce.
     let key_ok = headers.get("sec-websocket-key").is_some_and(|key| {
