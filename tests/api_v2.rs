@@ -148,6 +148,13 @@ async fn errors_are_json_with_precise_statuses() {
         ),
         (
             "POST",
+            vec![auth, JSON, ("content-type", "text/plain")],
+            ok_body.clone(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "POST",
             vec![auth, JSON, ("content-encoding", "gzip")],
             ok_body.clone(),
             415,

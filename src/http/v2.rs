@@ -233,6 +233,10 @@ async fn read_body(request: Request<Incoming>, config: &Config) -> Result<Bytes,
 /// or a content coding would otherwise be refused as malformed JSON (400), which hides what
 /// the pusher has to change; RFC 9110 §15.5.16 makes both a 415.
 fn readable_as_json(headers: &hyper::HeaderMap) -> Result<(), &'static str> {
+    // Content-Type is a singleton field (RFC 9110 §8.3): of two, neither can be trusted.
+    if headers.get_all(CONTENT_TYPE).iter().nth(1).is_some() {
+        return Err("send one Content-Type header: application/json");
+    }
     let content_type = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
