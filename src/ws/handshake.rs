@@ -65,8 +65,8 @@ pub fn check<B>(request: &Request<B>) -> Result<(), HandshakeRefusal> {
     if !version_ok {
         return Err(HandshakeRefusal::UnsupportedVersion);
     }
-    // RFC 6455 section 11.3.1: the key "MUST NOT appear more than once"; which of two a
-    // proxy and the server would each answer is exactly what the rule avoids.
+    // RFC 6455 section 11.3.1: the key "MUST NOT appear more than once". Of two, the answer
+    // (Sec-WebSocket-Accept) can prove only one was read; no client sends two.
     if headers.get_all("sec-websocket-key").iter().nth(1).is_some() {
         return Err(HandshakeRefusal::RepeatedKey);
     }
