@@ -120,6 +120,7 @@ pub async fn run(ctx: &Ctx, a: &FanoutArgs) -> Result<Outcome> {
     c.put("interval_ms", a.interval_ms);
     c.put("drain_s", a.drain);
     c.put("threads", ctx.threads);
+    c.put("busy_poll", ctx.busy_poll);
     c.put("source_ips", ctx.source_ips.len());
     c.put("user", a.user.as_str());
     c.put("event", ctx.event.as_str());

@@ -45,6 +45,8 @@ pub struct Ctx {
     pub other_pids: Vec<u32>,
     pub nofile: (u64, u64),
     pub threads: usize,
+    /// The generator's thread never sleeps (`--busy-poll`).
+    pub busy_poll: bool,
 }
 
 impl Ctx {

@@ -50,6 +50,7 @@ pub async fn run(ctx: &Ctx, a: &IdleArgs, user_prefix: &str) -> Result<Outcome> 
     c.put("pushers", a.pushers);
     c.put("no_recheck", a.no_recheck);
     c.put("threads", ctx.threads);
+    c.put("busy_poll", ctx.busy_poll);
     c.put("source_ips", ctx.source_ips.len());
     c.put("event", ctx.event.as_str());
     c.put("user_prefix", user_prefix);

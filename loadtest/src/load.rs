@@ -277,6 +277,7 @@ pub async fn run(ctx: &Ctx, a: &LoadArgs, user_prefix: &str) -> Result<Outcome> 
     c.put("duration_s", a.duration);
     c.put("drain_s", a.drain);
     c.put("threads", ctx.threads);
+    c.put("busy_poll", ctx.busy_poll);
     c.put("source_ips", ctx.source_ips.len());
     c.put("event", ctx.event.as_str());
     c.put("user_prefix", user_prefix);

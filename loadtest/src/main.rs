@@ -74,6 +74,13 @@ struct Common {
     /// Runtime worker threads (1 = a single-threaded runtime).
     #[arg(long, global = true, default_value_t = 1)]
     threads: usize,
+    /// Never let the generator's thread sleep: it polls its sockets without blocking and
+    /// takes a whole core. A server writing to a sleeping reader on the same machine pays
+    /// for waking it (an inter-processor interrupt on a VM), which a server writing to
+    /// clients on other machines never does; with this the figures leave that cost out.
+    /// Needs `--threads 1`.
+    #[arg(long, global = true)]
+    busy_poll: bool,
     /// Print one JSON object instead of a table.
     #[arg(long, global = true)]
     json: bool,
@@ -236,6 +243,9 @@ fn validate(cli: &Cli) -> Result<f64> {
     seconds("--confirm-timeout", c.confirm_timeout, false)?;
     seconds("--request-timeout", c.request_timeout, false)?;
     at_least_one("--threads", c.threads)?;
+    if c.busy_poll && c.threads != 1 {
+        bail!("--busy-poll needs --threads 1 (each thread would take a core)");
+    }
     at_least_one("--connect-concurrency", c.connect_concurrency)?;
     if let Some(pid) = c.server_pid {
         process_exists("--server-pid", pid)?;
@@ -344,6 +354,7 @@ async fn build_ctx(c: &Common, nofile: (u64, u64)) -> Result<Ctx> {
         },
         nofile,
         threads: c.threads,
+        busy_poll: c.busy_poll,
     })
 }
 
@@ -399,6 +410,16 @@ fn real_main(cli: &Cli) -> Result<()> {
             .enable_all()
             .build()?
     };
+    if cli.common.busy_poll {
+        // A task that always yields keeps the current-thread scheduler from parking: with
+        // work deferred it polls the I/O driver with a zero timeout instead of sleeping in
+        // epoll_wait, so a server's write finds no sleeper to wake.
+        rt.spawn(async {
+            loop {
+                tokio::task::yield_now().await;
+            }
+        });
+    }
     let outcome = rt.block_on(run(cli, nofile))?;
     let text = if cli.common.json {
         outcome.report.to_json() + "\n"
@@ -444,6 +465,7 @@ mod tests {
             .to_string();
         assert!(error.contains("milliseconds"), "{error}");
         assert!(check("lt load -d 10 --drain 0 --warmup 0").is_ok());
+        assert!(check("lt load --busy-poll").is_ok());
     }
 
     #[test]
@@ -455,6 +477,7 @@ mod tests {
             ("lt idle -u 0", "--users"),
             ("lt load --connect-concurrency 0", "--connect-concurrency"),
             ("lt idle -p 0", "--pushers"),
+            ("lt fanout --busy-poll --threads 2", "--busy-poll"),
         ] {
             let error = check(args).unwrap_err().to_string();
             assert!(error.starts_with(flag), "{args}: {error}");

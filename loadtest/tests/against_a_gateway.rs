@@ -293,6 +293,31 @@ fn fanout_reports_each_push_reaching_every_connection() {
 }
 
 #[test]
+fn busy_poll_keeps_the_generator_awake_and_loses_nothing() {
+    let gateway = Gateway::start(&[]);
+    let output = gateway
+        .loadtest()
+        .args([
+            "load", "-c", "20", "-u", "10", "-p", "2", "-d", "1", "--rate", "100",
+        ])
+        .args(["--warmup", "0.2", "--drain", "1", "--busy-poll"])
+        .output()
+        .expect("run pushgate-loadtest");
+    let (code, report, stderr) = finish(output);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(report["config"]["busy_poll"], true, "{report}");
+    let expected = u64_at(&report, "/deliveries/expected");
+    assert!(expected > 0, "{report}");
+    assert_eq!(u64_at(&report, "/deliveries/received"), expected);
+    assert_eq!(u64_at(&report, "/deliveries/lost"), 0);
+    // A thread that never sleeps spends the whole window on a core; sleeping between 100
+    // pushes a second it would use a few percent of one. Half a core leaves room for a
+    // machine busy with other tests.
+    let cores = report["loadgen"]["cpu_cores_used"].as_f64().expect("cores");
+    assert!(cores >= 0.5, "generator used {cores} of a core: {report}");
+}
+
+#[test]
 fn idle_reports_memory_per_connection_and_every_connection_still_served() {
     let gateway = Gateway::start(&[]);
     let registered_before = gateway.metric("pushgate_registrations_total{result=\"ok\"}");
