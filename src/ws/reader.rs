@@ -129,7 +129,11 @@ impl FrameReader {
                 return Err(ProtocolViolation::protocol("fragmented control frame"));
             }
             if len7.is_none() {
-                return Err(ProtocolViolation::protocol("control frame too long"));
+                // Over 125 bytes, or 125 or fewer written with a longer length field than
+                // needed (RFC 6455 5.2 asks for the shortest): the 7-bit field holds it all.
+                return Err(ProtocolViolation::protocol(
+                    "control frame length must fit in 7 bits (125 bytes at most)",
+                ));
             }
         }
         if buf.len() < header {
@@ -349,6 +353,16 @@ mod tests {
         assert_eq!(
             violation(&client_frame(0x89, &[0u8; 126])).code,
             CloseCode::PROTOCOL_ERROR
+        );
+        // A 5-byte ping whose length is written in the 16-bit field: short, but not allowed
+        // there, and the reason says so rather than "too long".
+        let mut ping = vec![0x89, 0x80 | 126, 0, 5, 0, 0, 0, 0];
+        ping.extend_from_slice(b"hello");
+        let refused = violation(&ping);
+        assert_eq!(refused.code, CloseCode::PROTOCOL_ERROR);
+        assert_eq!(
+            refused.reason,
+            "control frame length must fit in 7 bits (125 bytes at most)"
         );
     }
 
