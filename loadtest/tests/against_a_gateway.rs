@@ -311,10 +311,10 @@ fn busy_poll_keeps_the_generator_awake_and_loses_nothing() {
     assert_eq!(u64_at(&report, "/deliveries/received"), expected);
     assert_eq!(u64_at(&report, "/deliveries/lost"), 0);
     // A thread that never sleeps spends the whole window on a core; sleeping between 100
-    // pushes a second it would use a few percent of one. Half a core leaves room for a
-    // machine busy with other tests.
+    // pushes a second it uses 3-4 % of one. A quarter of a core leaves room for the other
+    // tests of this file, which run beside it on the same two cores.
     let cores = report["loadgen"]["cpu_cores_used"].as_f64().expect("cores");
-    assert!(cores >= 0.5, "generator used {cores} of a core: {report}");
+    assert!(cores >= 0.25, "generator used {cores} of a core: {report}");
 }
 
 #[test]
