@@ -136,7 +136,7 @@ pub struct Config {
     #[arg(long, env = "PUSHGATE_MAX_NAME_LENGTH", default_value_t = 512)]
     pub max_name_length: usize,
 
-    /// Interval between server pings on every connection.
+    /// Interval between server pings on every connection (at least 100ms).
     #[arg(long, env = "PUSHGATE_PING_INTERVAL", default_value = "30s", value_parser = duration)]
     pub ping_interval: Duration,
 
@@ -413,6 +413,8 @@ pub enum ConfigError {
     },
     #[error("{0} must be longer than zero")]
     ZeroDuration(&'static str),
+    #[error("--ping-interval {0:?} is under 100ms: every connection would be pinged that often (`1ms` for `1m`?)")]
+    PingTooOften(Duration),
     #[error("--allowed-origins {0:?}: an origin is scheme://host[:port], as browsers send it (no path, no trailing slash; leave the flag out to allow any origin)")]
     BadOrigin(String),
     #[error("{flag} {value:?}: the gateway serves {reserved} there itself")]
@@ -614,6 +616,9 @@ impl Config {
                 return Err(ConfigError::ZeroDuration(flag));
             }
         }
+        if self.ping_interval < MIN_PING_INTERVAL {
+            return Err(ConfigError::PingTooOften(self.ping_interval));
+        }
         if !self.nats_url.is_empty() {
             crate::cluster::connect::check(self)
                 .map_err(|error| ConfigError::Nats(error.to_string()))?;
@@ -708,6 +713,10 @@ fn available_cores() -> usize {
 const MAX_SHARDS: usize = 4096;
 const MAX_WORKERS: usize = 1024;
 const MAX_SHARD_QUEUE: usize = 1 << 24;
+
+/// Shortest ping interval: below it pings cost every connection more than they find out
+/// (a dead peer is noticed at `--idle-timeout` anyway), and `1ms` is a typo of `1m`.
+const MIN_PING_INTERVAL: Duration = Duration::from_millis(100);
 
 /// An origin as a browser sends it: `http` or `https`, `://`, a host, an optional port; no
 /// path, query or trailing slash (which no browser's Origin header holds, so such an entry
@@ -853,6 +862,11 @@ mod tests {
         ));
         assert!(Config::try_parse_from(["pushgate", "--listen", "nowhere"]).is_err());
         assert!(Config::try_parse_from(["pushgate", "--ping-interval", "soon"]).is_err());
+        assert_eq!(
+            parse(&["--ping-interval", "1ms"]).validate(),
+            Err(ConfigError::PingTooOften(Duration::from_millis(1)))
+        );
+        assert_eq!(parse(&["--ping-interval", "100ms"]).validate(), Ok(()));
     }
 
     #[test]
