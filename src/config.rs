@@ -486,6 +486,9 @@ impl Config {
                 MAX_WORKERS,
             ),
             ("--shard-queue", self.shard_queue, MAX_SHARD_QUEUE),
+            ("--max-push-body", self.max_push_body, MAX_BYTES),
+            ("--max-message-size", self.max_message_size, MAX_BYTES),
+            ("--conn-queue-bytes", self.conn_queue_bytes, MAX_BYTES),
         ] {
             if value > max {
                 return Err(ConfigError::TooLarge { flag, max, value });
@@ -708,11 +711,13 @@ fn available_cores() -> usize {
         .unwrap_or(1)
 }
 
-// Most shards, worker threads and shard-queue slots a gateway may be given: far above any
-// use, low enough that a typo is refused before it costs gigabytes or panics tokio.
+// Most shards, worker threads, shard-queue slots and bytes a gateway may be given: far above
+// any use, low enough that a typo is refused before it costs gigabytes or panics tokio.
 const MAX_SHARDS: usize = 4096;
 const MAX_WORKERS: usize = 1024;
 const MAX_SHARD_QUEUE: usize = 1 << 24;
+/// A push body, a client's message or a connection's queue: 1 GiB.
+const MAX_BYTES: usize = 1 << 30;
 
 /// Shortest ping interval: below it pings cost every connection more than they find out
 /// (a dead peer is noticed at `--idle-timeout` anyway), and `1ms` is a typo of `1m`.
@@ -933,6 +938,9 @@ mod tests {
             ("--shard-queue", "2305843009213693952"),
             ("--shards", "100000"),
             ("--worker-threads", "100000"),
+            ("--max-push-body", "1073741825"),
+            ("--max-message-size", "10000000000"),
+            ("--conn-queue-bytes", "1073741825"),
         ] {
             assert!(
                 matches!(
@@ -943,6 +951,7 @@ mod tests {
             );
         }
         assert_eq!(parse(&["--shards", "4096"]).validate(), Ok(()));
+        assert_eq!(parse(&["--max-push-body", "1073741824"]).validate(), Ok(()));
     }
 
     #[test]
