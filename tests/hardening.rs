@@ -63,8 +63,9 @@ async fn public_push_is_opt_in_and_needs_a_key() {
 
 fn timers_config() -> Config {
     let mut config = Config::for_tests();
-    config.ping_interval = Duration::from_millis(50);
-    config.idle_timeout = Duration::from_millis(300);
+    // The shortest ping interval the gateway accepts.
+    config.ping_interval = Duration::from_millis(100);
+    config.idle_timeout = Duration::from_millis(500);
     config.register_timeout = Duration::from_millis(300);
     config
 }
@@ -119,10 +120,10 @@ async fn a_client_that_answers_nothing_is_pinged_then_closed_as_idle() {
 async fn a_client_that_answers_pings_stays_open_past_the_idle_timeout() {
     let gw = Gateway::start_with(timers_config()).await;
     let mut client = gw.client("rita", "alarm").await;
-    // tungstenite answers each ping with a pong while we read. Twenty pings span well over
-    // the 300 ms idle timeout.
+    // tungstenite answers each ping with a pong while we read. Twelve pings span more than
+    // twice the 500 ms idle timeout.
     let mut pings = 0;
-    while pings < 20 {
+    while pings < 12 {
         match next(&mut client).await {
             Message::Ping(_) => pings += 1,
             other => panic!("expected pings only, got {other:?}"),
