@@ -347,6 +347,9 @@ impl GatewayProcess {
             .spawn()
             .expect("start the pushgate binary");
         let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        // Every line goes to `wait_for_log`, those before "pushgate listening" too: a line
+        // logged while starting (NATS refusing a credential, say) may come before it.
+        let (log_tx, log) = tokio::sync::mpsc::unbounded_channel();
         let (addr, internal) = tokio::time::timeout(WAIT, async {
             while let Some(line) = lines.next_line().await.unwrap() {
                 let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
@@ -357,13 +360,13 @@ impl GatewayProcess {
                     let parse = |key: &str| fields[key].as_str().unwrap().parse().unwrap();
                     return (parse("public"), parse("internal"));
                 }
+                let _ = log_tx.send(entry);
             }
             panic!("the gateway exited before listening");
         })
         .await
         .expect("the gateway listens in time");
-        // Keep draining its log so that the pipe never fills; the lines go to `wait_for_log`.
-        let (log_tx, log) = tokio::sync::mpsc::unbounded_channel();
+        // Keep draining its log so that the pipe never fills.
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
                 if let Ok(entry) = serde_json::from_str(&line) {
